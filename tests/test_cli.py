@@ -36,6 +36,12 @@ def test_shapes_json_is_cached_and_deterministic(home):
     assert (Path(first['path']) / 'annotations' / 'train.json').exists()
 
 
+def test_shapes_without_json_shows_progress_and_the_path(tmp_path):
+    r = run('shapes', '--size', 'tiny', '--root', tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 'train images' in r.stdout and f"path: {tmp_path / 'shapes-tiny-seed0'}" in r.stdout
+
+
 def test_quickstart_writes_both_figures(home, tmp_path):
     r = run('quickstart', '--size', 'tiny', '--img-size', '256', '--bs', '4', '--out', tmp_path / 'qs', '--json', env_home=home)
     assert r.returncode == 0, r.stderr
@@ -45,6 +51,13 @@ def test_quickstart_writes_both_figures(home, tmp_path):
         assert Path(fig).stat().st_size > 10_000, fig
         assert Path(fig).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert not list((tmp_path / 'qs').glob('.*tmp*')), 'no temporary files left behind'
+
+
+def test_quickstart_for_people_prints_its_steps(home, tmp_path):
+    r = run('quickstart', '--size', 'tiny', '--img-size', '256', '--bs', '4', '--out', tmp_path, env_home=home)
+    assert r.returncode == 0, r.stderr
+    for step in ['1/4', '2/4', '3/4', '4/4', 'no findings', str(tmp_path / 'train_batch.png'), str(tmp_path / 'dataset_stats.png')]:
+        assert step in r.stdout, step
 
 
 def test_check_on_a_broken_file_names_it_and_exits_1(tmp_path):
