@@ -16,6 +16,10 @@ from .data.shapes import *
 from .data.transforms import *
 from .data.loaders import *
 from .data.analysis import *
+from .models.resnet import *
+from .models.backbone import *
+from .models.necks import *
+from .learner.cls import *
 
 # %% ../nbs/99_all.ipynb #f646c534
 __all__ = [name for name in dir() if not name.startswith('_')]

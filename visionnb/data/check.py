@@ -13,7 +13,7 @@ import pandas as pd
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from ..core import DatasetError
-from .core import Record, Records, load_image, image_size, exif_orientation, decode_segments, encode_masks
+from .core import Record, Records, load_image, image_size, exif_orientation, decode_segments, encode_masks, _SWAPS_AXES
 
 # %% auto #0
 __all__ = ['POLICIES', 'ACTIONS', 'FINDING_KINDS', 'FindingKind', 'policy_action', 'policy_table', 'image_facts', 'exif_points',
@@ -80,7 +80,6 @@ def policy_table() -> str:
     return _md_table(['kind', 'severity', 'what was found', 'raise', 'fix', 'skip'], rows)
 
 # %% ../../nbs/01e_data_check.ipynb #66057003
-_SWAPS_AXES = {5, 6, 7, 8}
 _SAME_FORMAT = {'MPO': 'JPEG'}   # phone cameras write multi-picture JPEGs: still JPEG files
 
 def _error_kind(err:DatasetError) -> str:
