@@ -13,9 +13,8 @@ from torch import nn
 from timm.models import group_parameters
 from fastai.vision.all import (Learner, Normalize, MixedPrecision, accuracy, imagenet_stats, get_c, ifnone,
                                risinstance, delegates, L)
-from ..models.backbone import PretrainedWeightsError, read_state_dict, compare_state_dicts
-from ..models.resnet import RESNET_VARIANTS, ResNet
-import visionnb.models.resnet as resnets
+from ..models.backbone import PretrainedWeightsError, read_state_dict, compare_state_dicts, resolve_arch
+from ..models.resnet import ResNet, create_resnet
 
 # %% auto #0
 __all__ = ['RESNET_STAGES', 'PRECISIONS', 'classifier_names', 'cls_splitter', 'load_classifier_weights', 'create_cls_model',
@@ -95,10 +94,9 @@ def create_cls_model(arch, n_out:int, pretrained=None, **kwargs) -> nn.Module:
         model = arch
         if _n_outputs(model) != n_out: _reset_head(model, n_out)
     elif isinstance(arch, str):
-        source, name = arch.split(':', 1) if ':' in arch else ('', arch)
-        if source in ('', 'visionnb') and name in RESNET_VARIANTS: model = getattr(resnets, name)(num_classes=n_out, **kwargs)
-        elif source in ('', 'timm') and timm.is_model(name): model = timm.create_model(name, pretrained=False, num_classes=n_out, **kwargs)
-        else: raise ValueError(f"unknown architecture {arch!r}: neither ours nor timm's (see `timm.list_models('resnet*')`)")
+        source, name = resolve_arch(arch)
+        if source == 'visionnb': model = create_resnet(name, num_classes=n_out, **kwargs)
+        else: model = timm.create_model(name, pretrained=False, num_classes=n_out, **kwargs)
     else: model = arch(num_classes=n_out, **kwargs)
     if pretrained is not None: load_classifier_weights(model, pretrained)
     return model

@@ -4,7 +4,6 @@
 
 # %% ../../nbs/11_models_backbone.ipynb #a4431671
 from __future__ import annotations
-import importlib
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -14,10 +13,11 @@ from timm.models._features import FeatureInfo
 from timm.layers import BatchNormAct2d, freeze_batch_norm_2d
 from torchvision.ops import FrozenBatchNorm2d
 from ..core import VisionnbError
+from .resnet import RESNET_VARIANTS, create_resnet
 
 # %% auto #0
 __all__ = ['PretrainedWeightsError', 'read_state_dict', 'compare_state_dicts', 'select_prefix', 'load_pretrained',
-           'freeze_batchnorm', 'stage_modules', 'feature_extractor', 'Backbone']
+           'freeze_batchnorm', 'stage_modules', 'resolve_arch', 'feature_extractor', 'Backbone']
 
 # %% ../../nbs/11_models_backbone.ipynb #794f64fd
 class PretrainedWeightsError(VisionnbError, ValueError):
@@ -144,16 +144,13 @@ def stage_modules(features:nn.Module, stage:int) -> list[nn.Module]:
     return modules
 
 # %% ../../nbs/11_models_backbone.ipynb #4a3b071c
-def _resnet_module():
-    "`visionnb.models.resnet`, or None while it does not exist."
-    try: return importlib.import_module('visionnb.models.resnet')
-    except ImportError: return None
-
-def _our_model(name:str, **kwargs) -> nn.Module|None:
-    "Our ResNet called `name`, or None when we have none of that name."
-    resnet = _resnet_module()
-    if resnet is None or name not in getattr(resnet, 'RESNET_VARIANTS', ()): return None
-    return getattr(resnet, name)(**kwargs)
+def resolve_arch(arch:str) -> tuple[str, str]:
+    "`('visionnb', name)` for one of our ResNets, else `('timm', name)`; a `'visionnb:'` or `'timm:'` prefix chooses."
+    source, name = arch.split(':', 1) if ':' in arch else ('', arch)
+    if source in ('', 'visionnb') and name in RESNET_VARIANTS: return 'visionnb', name
+    if source in ('', 'timm') and timm.is_model(name): return 'timm', name
+    raise ValueError(f"unknown architecture {arch!r}: ours are {sorted(RESNET_VARIANTS)}; timm knows {len(timm.list_models())} models "
+                     f"(see `timm.list_models('resnet*')`), write 'timm:NAME' to pick timm's")
 
 def _wrap_module(model:nn.Module, out_indices, pretrained, strict) -> nn.Module:
     "A feature extractor around a module with timm-style `feature_info`."
@@ -178,14 +175,9 @@ def feature_extractor(arch, out_indices=(2, 3, 4), pretrained=None, strict:bool=
     "A timm-style feature extractor (a module whose forward returns a list of maps, with `feature_info`) for `arch`."
     out_indices = tuple(out_indices)
     if isinstance(arch, nn.Module): return _wrap_module(arch, out_indices, pretrained, strict)
-    source, name = arch.split(':', 1) if ':' in arch else ('', arch)
-    if source in ('', 'visionnb'):
-        model = _our_model(name, **kwargs)
-        if model is not None: return _wrap_module(model, out_indices, pretrained, strict)
-    if source in ('', 'timm') and timm.is_model(name): return _timm_features(name, out_indices, pretrained, strict, **kwargs)
-    ours = sorted(getattr(_resnet_module(), 'RESNET_VARIANTS', ()))
-    raise ValueError(f"unknown backbone {arch!r}: ours are {ours}; timm knows {len(timm.list_models())} models "
-                     f"(see `timm.list_models('resnet*')`), write 'timm:NAME' to pick timm's")
+    source, name = resolve_arch(arch)
+    if source == 'visionnb': return _wrap_module(create_resnet(name, **kwargs), out_indices, pretrained, strict)
+    return _timm_features(name, out_indices, pretrained, strict, **kwargs)
 
 # %% ../../nbs/11_models_backbone.ipynb #87944ec1
 class Backbone(nn.Module):
