@@ -6,7 +6,7 @@ Trains `--arch` (our ResNet of that name if there is one, else timm's) from rand
 label-preserving for every shape class, which are drawn at random angles anyway), and prints a Markdown table: epoch, train loss, valid loss, accuracy,
 seconds, then the total time and the machine it ran on.
 
-    OMP_NUM_THREADS=1 python benchmarks/cls_shapes.py --size default --arch resnet18 --epochs 10 --lr 3e-3 --bs 32 --augment
+    OMP_NUM_THREADS=1 python benchmarks/cls_shapes.py --size default --arch resnet18 --epochs 20 --lr 3e-3 --bs 32 --augment   # 0.9745 in 808 s
 """
 import argparse, os, platform, time
 

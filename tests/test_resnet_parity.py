@@ -2,16 +2,13 @@
 import pytest
 import timm
 import torch
+from visionnb.core import torch_threads
 from visionnb.models.resnet import RESNET_VARIANTS, create_resnet, from_timm, timm_parity
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    # small convolutions run several times faster on one thread than split over two busy cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1): yield
 
 
 @pytest.mark.parametrize('name', list(RESNET_VARIANTS))

@@ -20,6 +20,11 @@ from .models.resnet import *
 from .models.backbone import *
 from .models.necks import *
 from .learner.cls import *
+from .det.core import *
+from .det.retinanet import *
+from .det.fcos import *
+from .metrics import *
+from .learner.det import *
 
 # %% ../nbs/99_all.ipynb #f646c534
 __all__ = [name for name in dir() if not name.startswith('_')]

@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #958f7515
 from __future__ import annotations
+from contextlib import contextmanager
 import torch
 import torchvision.ops as tvops
 
 # %% auto #0
 __all__ = ['VisionnbError', 'DatasetError', 'ExportError', 'xyxy2xywh', 'xywh2xyxy', 'xyxy2cxcywh', 'cxcywh2xyxy',
            'normalize_boxes', 'denormalize_boxes', 'clip_boxes', 'box_area', 'valid_boxes', 'box_iou', 'box_giou',
-           'box_diou', 'box_ciou', 'check_target']
+           'box_diou', 'box_ciou', 'check_target', 'torch_threads']
 
 # %% ../nbs/00_core.ipynb #c2dd56b8
 class VisionnbError(Exception):
@@ -111,3 +112,12 @@ def check_target(target:dict, size=None, num_classes:int|None=None, prediction:b
     if prediction and not (isinstance(target.get('scores'), torch.Tensor) and target['scores'].shape == (n,)):
         raise ValueError(f"a prediction needs `scores`, a float tensor [{n}]")
     return target
+
+# %% ../nbs/00_core.ipynb #9c58592c
+@contextmanager
+def torch_threads(n:int=1):
+    "Run torch's CPU operations on `n` threads inside the block; the previous count is restored after it."
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)

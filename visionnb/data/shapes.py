@@ -4,7 +4,7 @@
 
 # %% ../../nbs/01f_data_shapes.ipynb #acea90af
 from __future__ import annotations
-import colorsys, json, multiprocessing, os, shutil, tempfile, time
+import colorsys, json, math, multiprocessing, os, shutil, tempfile, time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -19,9 +19,10 @@ from .coco import CocoCreator, coco_records
 # %% auto #0
 __all__ = ['SHAPE_CLASSES', 'UNIT_SHAPES', 'BACKGROUNDS', 'MIN_VISIBLE_FRACTION', 'MIN_VISIBLE_SIDE', 'MIN_OBJECT_SIZE',
            'MAX_OBJECT_FRACTION', 'FILLED_FRACTION', 'MIN_CONTRAST', 'SHAPES_SIZES', 'SPLITS', 'MIN_SHORT_SIDE',
-           'SHAPES_VERSION', 'CROP_SIZE', 'CROP_MARGIN', 'CROP_MIN_VISIBLE', 'CROP_MIN_SIDE', 'MIN_CROPS_PER_CLASS',
-           'shape_polygon', 'rasterize', 'background_pattern', 'random_background', 'tight_boxes', 'Scene',
-           'render_scene', 'shapes_scene', 'shapes_path', 'shapes_records', 'crop_object', 'shapes_classification_path']
+           'SHAPES_VERSION', 'CROP_SIZE', 'CROP_MARGIN', 'MIN_CROPS_PER_CLASS', 'CROP_MIN_VISIBLE', 'CROP_MIN_SIDE',
+           'CROP_MAX_CLUTTER', 'CROPS_VERSION', 'shape_polygon', 'rasterize', 'background_pattern', 'random_background',
+           'tight_boxes', 'Scene', 'render_scene', 'shapes_scene', 'shapes_path', 'shapes_records', 'crop_window',
+           'crop_object', 'crop_clutter', 'croppable', 'shapes_classification_path']
 
 # %% ../../nbs/01f_data_shapes.ipynb #3018dfd5
 SHAPE_CLASSES = ('circle', 'square', 'triangle', 'star', 'cross', 'heart')
@@ -230,9 +231,9 @@ SHAPES_VERSION = 1
 def _cache_root(root=None) -> Path:
     return Path(root if root is not None else os.environ.get('VISIONNB_HOME') or Path.home()/'.cache'/'visionnb')
 
-def _is_complete(folder:Path) -> bool:
-    "Whether `folder` is a finished dataset of this generator version."
-    try: return json.loads((folder/'info.json').read_text()).get('version') == SHAPES_VERSION
+def _is_complete(folder:Path, version=SHAPES_VERSION) -> bool:
+    "Whether `folder` is a finished dataset of generator `version`."
+    try: return json.loads((folder/'info.json').read_text()).get('version') == version
     except (OSError, ValueError): return False
 
 def _remove_abandoned(dest:Path, age:float=3600.):
@@ -240,22 +241,22 @@ def _remove_abandoned(dest:Path, age:float=3600.):
     for old in dest.parent.glob(f'.{dest.name}.*.tmp'):
         if time.time() - old.stat().st_mtime > age: shutil.rmtree(old, ignore_errors=True)
 
-def _build_atomically(dest:Path, write) -> Path:
-    "`dest`, first built by `write(folder) -> info` in a temporary sibling renamed into place when complete."
-    if _is_complete(dest): return dest
+def _build_atomically(dest:Path, write, version=SHAPES_VERSION) -> Path:
+    "`dest`, first built by `write(folder) -> info` in a temporary sibling renamed into place when complete; an older `version` is replaced."
+    if _is_complete(dest, version): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.tmp', dir=dest.parent))
     try:
         os.chmod(tmp, 0o755)   # mkdtemp makes the folder private; a cached dataset should be readable like any other
         info = write(tmp)
-        (tmp/'info.json').write_text(json.dumps(dict(version=SHAPES_VERSION, **info), indent=1))
-        if dest.exists() and not _is_complete(dest):   # an older version, or a folder that is not ours
+        (tmp/'info.json').write_text(json.dumps(dict(version=version, **info), indent=1))
+        if dest.exists() and not _is_complete(dest, version):   # an older version, or a folder that is not ours
             stale = dest.with_name(f'.{dest.name}.{os.getpid()}.old')
             os.rename(dest, stale); shutil.rmtree(stale, ignore_errors=True)
         try: os.rename(tmp, dest)
         except OSError:
-            if not _is_complete(dest): raise   # else another process finished the same dataset first: keep theirs
+            if not _is_complete(dest, version): raise   # else another process finished the same dataset first: keep theirs
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
@@ -318,28 +319,47 @@ def shapes_records(size:str='tiny', split:str='train', seed:int=0, root=None) ->
     return coco_records(path/'annotations'/f'{split}.json', img_dir=path/'images')
 
 # %% ../../nbs/01f_data_shapes.ipynb #daffa88f
-CROP_SIZE, CROP_MARGIN, CROP_MIN_VISIBLE, CROP_MIN_SIDE, MIN_CROPS_PER_CLASS = 64, 0.25, 0.6, 10, 4
+CROP_SIZE, CROP_MARGIN, MIN_CROPS_PER_CLASS = 64, 0.25, 4
+CROP_MIN_VISIBLE, CROP_MIN_SIDE, CROP_MAX_CLUTTER = 0.85, 16, 0.15
+CROPS_VERSION = 2   # bumped whenever the crop rule changes, so that cached classification folders are rebuilt
+
+def crop_window(box, width:int, height:int, margin:float=CROP_MARGIN) -> tuple:
+    "The square `(left, top, side)` around `box` (xyxy) with `margin` of its longer side on each side, inside a `width` x `height` image."
+    x1, y1, x2, y2 = map(float, box)
+    side = min(max(x2 - x1, y2 - y1) * (1 + 2 * margin), width, height)
+    # shift rather than pad a crop that would leave the image
+    left = min(max((x1 + x2 - side) / 2, 0), width - side)
+    top = min(max((y1 + y2 - side) / 2, 0), height - side)
+    return left, top, side
 
 def crop_object(image:Image.Image, box, size:int=CROP_SIZE, margin:float=CROP_MARGIN) -> Image.Image:
-    "A `size` x `size` crop of `image` around `box` (xyxy), with `margin` of the box's longer side as context on each side."
-    x1, y1, x2, y2 = map(float, box)
-    side = min(max(x2 - x1, y2 - y1) * (1 + 2 * margin), *image.size)
-    # shift rather than pad a crop that would leave the image
-    left = min(max((x1 + x2 - side) / 2, 0), image.width - side)
-    top = min(max((y1 + y2 - side) / 2, 0), image.height - side)
+    "A `size` x `size` crop of `image` around `box`: its `crop_window`."
+    left, top, side = crop_window(box, *image.size, margin)
     return image.resize((size, size), Image.LANCZOS, box=(left, top, left + side, top + side))
+
+def crop_clutter(owner:np.ndarray, k:int, box, margin:float=CROP_MARGIN) -> float:
+    "The fraction of the crop window of object `k` (visible box `box`) that other objects of the `owner` map cover."
+    left, top, side = crop_window(box, owner.shape[1], owner.shape[0], margin)
+    window = owner[int(top):math.ceil(top + side), int(left):math.ceil(left + side)]
+    return float(((window >= 0) & (window != k)).mean())
+
+def croppable(scene:Scene) -> list:
+    "The objects of `scene` whose crop has one clear label: mostly visible, big enough, little of other objects in the window."
+    return [k for k, (visible, box) in enumerate(zip(scene.visible, scene.boxes))
+            if visible >= CROP_MIN_VISIBLE and min(box[2] - box[0], box[3] - box[1]) >= CROP_MIN_SIDE
+            and crop_clutter(scene.owner, k, box) <= CROP_MAX_CLUTTER]
 
 def _write_crops(job) -> list:
     "Save the crops of one scene; return their labels."
     size, split, index, seed, folder = job
     scene = shapes_scene(size, split, index, seed)
-    image, saved = Image.fromarray(scene.image), []
-    for k, (label, visible, box) in enumerate(zip(scene.labels, scene.visible, scene.boxes)):
-        if visible < CROP_MIN_VISIBLE or min(box[2] - box[0], box[3] - box[1]) < CROP_MIN_SIDE: continue
+    image, boxes, saved = Image.fromarray(scene.image), scene.boxes, []
+    for k in croppable(scene):
+        label = int(scene.labels[k])
         path = folder/split/SHAPE_CLASSES[label]/f'{index:06d}_{k:02d}.png'
         path.parent.mkdir(parents=True, exist_ok=True)
-        crop_object(image, box).save(path, compress_level=1)
-        saved.append(int(label))
+        crop_object(image, boxes[k]).save(path, compress_level=1)
+        saved.append(label)
     return saved
 
 def _write_classification(folder:Path, size:str, seed:int, workers) -> dict:
@@ -356,7 +376,7 @@ def _write_classification(folder:Path, size:str, seed:int, workers) -> dict:
                 crops={s: {SHAPE_CLASSES[k]: n for k, n in sorted(c.items())} for s, c in counts.items()})
 
 def shapes_classification_path(size:str='tiny', seed:int=0, root=None, workers:int|None=None) -> Path:
-    "An ImageNet-style folder `{train,valid}/<class>/*.png` of one crop per well visible object of the shapes dataset, generated on first use."
+    "An ImageNet-style folder `{train,valid}/<class>/*.png` of one crop per `croppable` object of the shapes dataset, generated on first use."
     _settings(size)
     dest = _cache_root(root)/f'shapes-classification-{size}-seed{seed}'
-    return _build_atomically(dest, lambda folder: _write_classification(folder, size, seed, workers))
+    return _build_atomically(dest, lambda folder: _write_classification(folder, size, seed, workers), version=f'{SHAPES_VERSION}.{CROPS_VERSION}')
