@@ -4,11 +4,12 @@ from pathlib import Path
 import pytest
 
 BCCD = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'bccd'
-COMMANDS = ['quickstart', 'shapes', 'check', 'convert', 'stats']
+COMMANDS = ['quickstart', 'shapes', 'check', 'check-data', 'convert', 'stats', 'train', 'eval', 'predict']
+COCO_KEYS = ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
 
 
 def run(*args, cwd=None, env_home=None):
-    env = dict(os.environ, MPLBACKEND='Agg')
+    env = dict(os.environ, MPLBACKEND='Agg', OMP_NUM_THREADS='1')   # one torch thread: much faster than two on two busy cores
     if env_home: env['VISIONNB_HOME'] = str(env_home)
     return subprocess.run(['visionnb', *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
@@ -88,3 +89,84 @@ def test_bccd_convert_check_stats(tmp_path):
     stats = json.loads(r.stdout)
     assert len(stats['anchors']['wh']) == 5 and 0.5 < stats['anchors']['mean_iou'] <= 1
     assert (tmp_path / 'stats.png').stat().st_size > 10_000
+
+
+# Detection: one short training (tiny data, 128 px, one epoch, a narrow FCOS) shared by the tests below.
+TINY_TRAIN = ['--shapes-size', 'tiny', '--size', '128', '--epochs', '1', '--bs', '4', '--channels', '32']
+
+
+@pytest.fixture(scope='module')
+def trained(home, tmp_path_factory):
+    out = tmp_path_factory.mktemp('train')
+    r = run('train', *TINY_TRAIN, '--out', out, '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    return out, json.loads(r.stdout)
+
+
+def test_train_writes_model_figure_and_metrics(trained):
+    out, result = trained
+    assert result['model'] == str(out / 'model.pth') and (out / 'model.pth').stat().st_size > 100_000
+    assert (out / 'predictions.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and (out / 'predictions.png').stat().st_size > 10_000
+    written = json.loads((out / 'metrics.json').read_text())
+    assert list(written['metrics']) == COCO_KEYS and all(0 <= v <= 1 for v in written['metrics'].values())
+    assert written['metrics'] == result['metrics'] and written['epochs'] == result['epochs'] == 1
+    assert set(result['losses']['valid']) == {'loss', 'classification', 'bbox_regression', 'bbox_ctrness'}
+    assert result['data']['images'] == {'train': 24, 'valid': 8} and result['check']['train']['counts']['images_out'] == 24
+    assert not list(out.glob('.*')), 'no temporary files left behind'
+
+
+def test_eval_on_the_saved_model_equals_what_train_reported(trained, home):
+    out, result = trained
+    r = run('eval', out / 'model.pth', '--json', env_home=home)   # data and batch size from metrics.json
+    assert r.returncode == 0, r.stderr
+    evaluated = json.loads(r.stdout)
+    assert evaluated['images'] == 8 and evaluated['data']['size'] == 'tiny'
+    assert evaluated['metrics'] == pytest.approx(result['metrics'], abs=1e-6)
+
+
+def test_eval_for_people_prints_the_coco_table(trained, home):
+    r = run('eval', trained[0] / 'model.pth', '--data', 'shapes', '--shapes-size', 'tiny', env_home=home)
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if line.split() == COCO_KEYS)
+    values = r.stdout.splitlines()[r.stdout.splitlines().index(header) + 1].split()
+    assert [float(v) for v in values] == pytest.approx([trained[1]['metrics'][k] for k in COCO_KEYS], abs=5e-4)
+
+
+def test_predict_on_a_folder(trained, home, tmp_path):
+    from PIL import Image
+    images = tmp_path / 'images'
+    images.mkdir()
+    sizes = {}
+    for i, (w, h) in enumerate([(150, 100), (90, 160), (128, 128)]):   # not the training size: boxes must come back in these pixels
+        src = sorted((home / 'shapes-tiny-seed0' / 'images').rglob('*.png'))[i]
+        Image.open(src).convert('RGB').resize((w, h)).save(images / f'img{i}.jpg')
+        sizes[f'img{i}.jpg'] = (h, w)
+    r = run('predict', trained[0] / 'model.pth', images, '--score-thresh', '0.1', '--out', tmp_path / 'out', '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout)
+    written = json.loads((tmp_path / 'out' / 'predictions.json').read_text())
+    assert written['images'] == printed['detections'] and len(written['images']) == 3
+    assert sorted(p.name for p in (tmp_path / 'out').glob('*.png')) == ['img0.png', 'img1.png', 'img2.png']
+    assert sum(len(d['boxes']) for d in written['images']) > 0
+    for d in written['images']:
+        h, w = sizes[Path(d['file']).name]
+        assert (d['height'], d['width']) == (h, w)
+        assert len(d['boxes']) == len(d['scores']) == len(d['names']) and all(s >= 0.1 for s in d['scores'])
+        assert all(0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h for x1, y1, x2, y2 in d['boxes'])
+        assert set(d['names']) <= set(written['vocab'])
+        assert Path(d['png']).stat().st_size > 5_000
+
+
+def test_a_missing_model_is_named(tmp_path):
+    missing = tmp_path / 'no_such_model.pth'
+    r = run('eval', missing)
+    assert r.returncode == 1 and 'no_such_model.pth' in r.stderr and 'visionnb train' in r.stderr and 'Traceback' not in r.stderr
+    r = run('predict', missing, tmp_path, '--json')
+    assert r.returncode == 1 and 'no_such_model.pth' in json.loads(r.stdout)['message']
+
+
+def test_check_data_is_check(trained, home):
+    shapes = home / 'shapes-tiny-seed0'   # made by the training
+    args = [shapes / 'annotations' / 'valid.json', '--img-dir', shapes / 'images', '--json']
+    a, b = json.loads(run('check', *args).stdout), json.loads(run('check-data', *args).stdout)
+    assert a == b and a['images_out'] == 8
