@@ -57,10 +57,10 @@ def pad_targets(targets, device=None, min_objects:int=0) -> tuple[torch.Tensor, 
     return boxes, labels, mask
 
 # %% ../../nbs/20_det_core.ipynb #a46b7f7a
-def top_candidates(scores:torch.Tensor, level_counts:list, topk:int=1000, score_thresh:float=0.05) -> tuple:
+def top_candidates(scores:torch.Tensor, level_counts, topk:int=1000, score_thresh:float=0.05) -> tuple:
     "Per level and image, the `topk` best `(prior index, label, score)` of `scores [B, N, C]` above `score_thresh`; `keep [B, K]` marks those above it."
     priors, labels, values, offset = [], [], [], 0
-    for level in scores.split(level_counts, dim=1):
+    for level in scores.split([int(n) for n in level_counts], dim=1):
         flat = level.flatten(1)
         best, index = flat.topk(min(topk, flat.shape[1]), dim=1)
         priors.append(torch.div(index, scores.shape[-1], rounding_mode='floor') + offset); labels.append(index % scores.shape[-1]); values.append(best)
@@ -114,7 +114,8 @@ class DenseDetector(nn.Module):
         feature_sizes = [tuple(f.shape[-2:]) for f in features]
         priors = self._cached_priors(tuple(images.shape[-2:]), feature_sizes, images.device, images.dtype)
         per_position = priors.shape[0] // sum(h * w for h, w in feature_sizes)
-        return dict(outputs, priors=priors, level_counts=[h * w * per_position for h, w in feature_sizes])
+        # a tensor, not a list of ints: fastai's `to_float` (mixed precision) and `to_detach` map over every leaf of the outputs
+        return dict(outputs, priors=priors, level_counts=torch.tensor([h * w * per_position for h, w in feature_sizes]))
 
     def loss(self, outputs:dict, targets) -> dict:
         "Named loss terms for `outputs` and the batch's target dicts (boxes in input pixels, labels)."

@@ -18,7 +18,6 @@ from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.learner import Learner, Metric, AvgLoss, Recorder
 from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision
 import fastai.callback.progress, fastai.callback.schedule   # the progress table, fit_one_cycle and fine_tune
 from fastai.data.transforms import Normalize, get_image_files
 from fastai.vision.core import imagenet_stats
@@ -31,13 +30,12 @@ from ..det.fcos import fcos
 from ..det.retinanet import retinanet
 from ..metrics import coco_metrics
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
-from .cls import CPUMixedPrecision, precision_callbacks
+from .cls import precision_callbacks
 
 # %% auto #0
 __all__ = ['DETECTORS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'POSTPROCESS_SETTINGS', 'create_detector', 'DetectionLoss',
            'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback', 'TrainingError',
-           'NaNGuardCallback', 'det_splitter', 'float_outputs', 'DetMixedPrecision', 'DetCPUMixedPrecision',
-           'det_precision_callbacks', 'DetLearner', 'det_learner', 'input_pipeline', 'detection_inputs',
+           'NaNGuardCallback', 'det_splitter', 'DetLearner', 'det_learner', 'input_pipeline', 'detection_inputs',
            'predict_detections', 'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
 
 # %% ../../nbs/42_learner_det.ipynb #224f0985
@@ -172,26 +170,6 @@ def det_splitter(model:nn.Module) -> list[list]:
     body_ids = {id(p) for p in model.backbone.parameters()}
     return [body, [p for p in model.parameters() if id(p) not in body_ids]]
 
-# %% ../../nbs/42_learner_det.ipynb #455ab2cb
-def float_outputs(outputs):
-    "`outputs` with floating-point tensors cast to float32, anything else (the ints of `level_counts`) passed through."
-    if isinstance(outputs, dict): return {k: float_outputs(v) for k, v in outputs.items()}
-    if isinstance(outputs, (list, tuple)): return type(outputs)(float_outputs(o) for o in outputs)
-    return outputs.float() if isinstance(outputs, torch.Tensor) and outputs.is_floating_point() else outputs
-
-class DetMixedPrecision(MixedPrecision):
-    "fastai's `MixedPrecision` for detectors: predictions cast back with `float_outputs`."
-    def after_pred(self): self.learn.pred = float_outputs(self.pred)
-
-class DetCPUMixedPrecision(CPUMixedPrecision):
-    "`CPUMixedPrecision` (bfloat16 autocast on the CPU) for detectors: predictions cast back with `float_outputs`."
-    def after_pred(self): self.learn.pred = float_outputs(self.pred)
-
-def det_precision_callbacks(precision:str='auto') -> list:
-    "`precision_callbacks(precision)` for detectors: the same autocast, detector outputs cast back to float32."
-    swap = {MixedPrecision: lambda cb: DetMixedPrecision(amp_mode=cb.amp_mode), CPUMixedPrecision: lambda cb: DetCPUMixedPrecision()}
-    return [swap[type(cb)](cb) for cb in precision_callbacks(precision)]
-
 # %% ../../nbs/42_learner_det.ipynb #26269897
 class DetLearner(Learner):
     "A fastai `Learner` for dense detectors: `show_results` and `predict` draw and return boxes; the rest is fastai's."
@@ -207,7 +185,7 @@ def det_learner(dls, arch='fcos', backbone='resnet50', pretrained=None, model_kw
     cbs = L(cbs)
     cbs += [cb() for cb in (LossTermsCallback, NaNGuardCallback) if not any(isinstance(c, cb) for c in cbs)]
     learn = DetLearner(dls, model, loss_func=DetectionLoss(model), metrics=metrics, splitter=splitter,
-                       cbs=cbs + det_precision_callbacks(precision), **kwargs)
+                       cbs=cbs + precision_callbacks(precision), **kwargs)
     if pretrained is not None: learn.freeze()
     return learn
 
