@@ -23,6 +23,8 @@ from .learner.cls import *
 from .det.core import *
 from .det.retinanet import *
 from .det.fcos import *
+from .det.atss import *
+from .det.gfl import *
 from .metrics import *
 from .learner.det import *
 

@@ -8,9 +8,9 @@ import argparse, json, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FORMATS', 'DATA_DEFAULTS', 'PRECISIONS', 'SHOWN_BY_COMMAND', 'read_source', 'cmd_shapes', 'cmd_check', 'cmd_convert',
-           'cmd_stats', 'cmd_quickstart', 'data_spec', 'load_data', 'evaluate_detector', 'cmd_train', 'cmd_eval',
-           'draw_detections', 'cmd_predict', 'make_parser', 'main']
+__all__ = ['FORMATS', 'DATA_DEFAULTS', 'PRECISIONS', 'DETECTOR_NAMES', 'SHOWN_BY_COMMAND', 'read_source', 'cmd_shapes',
+           'cmd_check', 'cmd_convert', 'cmd_stats', 'cmd_quickstart', 'data_spec', 'load_data', 'evaluate_detector',
+           'cmd_train', 'cmd_eval', 'draw_detections', 'cmd_predict', 'make_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #99a0373e
 FORMATS = ('coco', 'voc', 'yolo')
@@ -374,7 +374,9 @@ def cmd_predict(args) -> dict:
                 objects=sum(len(d['scores']) for d in detections), detections=detections, seconds=round(time.perf_counter() - t0, 1))
 
 # %% ../nbs/50_cli.ipynb #ab6963e2
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')   # visionnb.learner.cls.PRECISIONS, not imported: `--help` stays free of torch
+# copies of visionnb.learner.cls.PRECISIONS and the keys of visionnb.learner.det.DETECTORS: `--help` stays free of torch
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+DETECTOR_NAMES = ('fcos', 'retinanet', 'atss', 'gfl')
 
 def make_parser() -> argparse.ArgumentParser:
     "The argument parser of the `visionnb` command and its subcommands."
@@ -413,7 +415,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr = add('train', cmd_train, 'train a detector and save model.pth, metrics.json and predictions.png')
     _add_data_args(tr)
     m = tr.add_argument_group('model and training')
-    m.add_argument('--arch', choices=('fcos', 'retinanet'), default='fcos', help='detector (default: fcos)')
+    m.add_argument('--arch', choices=DETECTOR_NAMES, default='fcos', help='detector (default: fcos)')
     m.add_argument('--backbone', default='resnet18', help='backbone name (default: resnet18)')
     m.add_argument('--channels', type=int, default=64, help='width of the pyramid and the head (default: 64)')
     m.add_argument('--pretrained', default=None, metavar='PATH', help='local file of backbone weights (default: train from scratch)')

@@ -12,8 +12,8 @@ from ..models.backbone import Backbone
 from ..models.necks import FPN, PAFPN
 
 # %% auto #0
-__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'top_candidates', 'clip_to_sizes', 'batched_detections',
-           'DenseDetector', 'pyramid', 'from_torchvision_keys']
+__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'top_candidates', 'clip_to_sizes',
+           'batched_detections', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
 def _norm(kind:str|None, channels:int, groups:int=32) -> list[nn.Module]:
@@ -55,6 +55,13 @@ def pad_targets(targets, device=None, min_objects:int=0) -> tuple[torch.Tensor, 
         n = len(t['boxes'])
         boxes[i, :n], labels[i, :n], mask[i, :n] = t['boxes'].as_subclass(torch.Tensor), t['labels'].as_subclass(torch.Tensor), True
     return boxes, labels, mask
+
+def check_labels(gt_labels:torch.Tensor, gt_mask:torch.Tensor, num_classes:int):
+    "Raise a `ValueError` naming the fix when a real box of the padded batch has a label outside `0..num_classes-1` (-1: a class unknown to the dataset)."
+    unknown = gt_mask & ((gt_labels < 0) | (gt_labels >= num_classes))
+    if unknown.any():
+        raise ValueError(f"labels {gt_labels[unknown].unique().tolist()} are not classes of this model ({num_classes}): "
+                         "run check_dataset(records, policy='skip') to drop unknown classes, or add them to the vocab")
 
 # %% ../../nbs/20_det_core.ipynb #a46b7f7a
 def top_candidates(scores:torch.Tensor, level_counts, topk:int=1000, score_thresh:float=0.05) -> tuple:

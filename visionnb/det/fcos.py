@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
-from .core import (DenseDetector, batched_detections, clip_to_sizes, conv_tower, flatten_levels, from_torchvision_keys,
-                               pad_targets, predictor, pyramid, top_candidates)
+from .core import (DenseDetector, batched_detections, check_labels, clip_to_sizes, conv_tower, flatten_levels,
+                               from_torchvision_keys, pad_targets, predictor, pyramid, top_candidates)
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
@@ -133,10 +133,7 @@ class FCOS(DenseDetector):
     def loss(self, outputs:dict, targets) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_ctrness'}`: focal, GIoU and centerness BCE, each per positive location of the batch."
         gt_boxes, gt_labels, gt_mask = pad_targets(targets, outputs['cls_logits'].device)
-        unknown = gt_mask & ((gt_labels < 0) | (gt_labels >= self.num_classes))
-        if unknown.any():
-            raise ValueError(f"labels {gt_labels[unknown].unique().tolist()} are not classes of this model ({self.num_classes}): "
-                             "run check_dataset(records, policy='skip') to drop unknown classes, or add them to the vocab")
+        check_labels(gt_labels, gt_mask, self.num_classes)
         return fcos_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels)
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:

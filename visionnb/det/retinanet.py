@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss, generalized_box_iou_loss
-from .core import (DenseDetector, conv_tower, predictor, flatten_levels, pad_targets, top_candidates, clip_to_sizes,
+from .core import (DenseDetector, check_labels, conv_tower, predictor, flatten_levels, pad_targets, top_candidates, clip_to_sizes,
                                batched_detections, pyramid, from_torchvision_keys)
 
 # %% auto #0
@@ -133,6 +133,7 @@ class RetinaNet(DenseDetector):
         "`{'classification', 'bbox_regression'}` for the batch, reduced as torchvision does."
         logits, deltas, anchors = outputs['cls_logits'], outputs['bbox_regression'], outputs['priors']
         gt_boxes, gt_labels, gt_mask = pad_targets(targets, logits.device, min_objects=1)
+        check_labels(gt_labels, gt_mask, self.num_classes)
         assigned = assign_max_iou(anchors, gt_boxes, gt_mask, self.fg_iou, self.bg_iou)
         positive, index = assigned >= 0, assigned.clamp(min=0)
         per_image = positive.sum(1).clamp(min=1).to(logits.dtype)

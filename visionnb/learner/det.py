@@ -28,6 +28,8 @@ from ..data.transforms import PAD_FILL, ResizeLongest, det_transforms, show_samp
 from ..det.core import DenseDetector
 from ..det.fcos import fcos
 from ..det.retinanet import retinanet
+from ..det.atss import atss
+from ..det.gfl import gfl
 from ..metrics import coco_metrics
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 from .cls import precision_callbacks
@@ -39,10 +41,10 @@ __all__ = ['DETECTORS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'POSTPROCESS_SETTINGS
            'predict_detections', 'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
 
 # %% ../../nbs/42_learner_det.ipynb #224f0985
-DETECTORS = dict(fcos=fcos, retinanet=retinanet)
+DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl)
 
 def create_detector(arch, vocab, backbone='resnet50', pretrained=None, **kwargs) -> DenseDetector:
-    "The detector `arch` (`'fcos'`, `'retinanet'` or a `DenseDetector`) for the classes `vocab`; `model.config` records how it was built."
+    "The detector `arch` (a key of `DETECTORS`, such as `'fcos'`, or a `DenseDetector`) for the classes `vocab`; `model.config` records how it was built."
     if isinstance(arch, nn.Module):
         if list(getattr(arch, 'vocab', vocab)) != list(vocab):
             raise ValueError(f"the model's classes {list(arch.vocab)} are not the data's {list(vocab)}: build the model with the data's vocab")
@@ -177,7 +179,7 @@ class DetLearner(Learner):
 @delegates(Learner.__init__, but=['loss_func'])
 def det_learner(dls, arch='fcos', backbone='resnet50', pretrained=None, model_kwargs:dict|None=None, metrics='coco', precision:str='auto',
                 splitter=det_splitter, cbs=None, **kwargs) -> DetLearner:
-    "A `DetLearner` training detector `arch` (`'fcos'`, `'retinanet'` or a `DenseDetector`) on `dls`; frozen backbone when `pretrained`."
+    "A `DetLearner` training detector `arch` (a key of `DETECTORS` or a `DenseDetector`) on `dls`; frozen backbone when `pretrained`."
     model = create_detector(arch, dls.vocab, backbone, pretrained, **(model_kwargs or {}))
     if isinstance(metrics, str):
         if metrics != 'coco': raise ValueError(f"metrics={metrics!r}: use 'coco', None or a list of fastai metrics")
