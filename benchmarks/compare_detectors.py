@@ -3,7 +3,7 @@
 Every detector is built by `create_detector` on the same ResNet-18 (`--widths`), the same FPN width (`--channels`) and head depth
 (`--convs`), from the same seed, and trained by `det_learner` with fastai's one-cycle schedule for the same number of epochs on the
 same batches (the seed is reset before each fit, so the shuffles and augmentations repeat). Each is then scored with pycocotools
-on the validation images (original pixels) and timed on single-image inference including postprocessing.
+(`coco_metrics`) on the validation images (original pixels) and timed on single-image inference including postprocessing.
 
 `--assigners` runs the experiment that motivates ATSS: the ATSS network (one anchor per location, centerness) trained with
 RetinaNet's max-IoU assignment, with FCOS's assignment and with its own.
@@ -23,10 +23,9 @@ from visionnb.core import torch_threads
 from visionnb.data.check import check_dataset
 from visionnb.data.loaders import det_dls
 from visionnb.data.shapes import shapes_records
-from visionnb.data.transforms import to_original
 from visionnb.data.voc import voc_records
 from visionnb.learner.det import DETECTORS, det_learner
-from visionnb.metrics import coco_evaluate
+from visionnb.metrics import coco_metrics
 from visionnb.models.backbone import Backbone
 
 BCCD = Path(__file__).resolve().parents[2]/'shared'/'datasets'/'bccd'
@@ -56,17 +55,6 @@ def model_kwargs(arch:str, assigner:str|None, args) -> dict:
 
 
 @torch.no_grad()
-def validation_predictions(model, dl) -> dict:
-    "Detections of `model` on `dl`, in original pixels, keyed by image id."
-    model.eval()
-    out = {}
-    for images, targets in dl:
-        detections = model.postprocess(model(images), [tuple(t['size']) for t in targets])
-        for d, t in zip(detections, targets): out[int(t['image_id'])] = to_original(d, t['size'], t['orig_size'])
-    return out
-
-
-@torch.no_grad()
 def latency(model, image:torch.Tensor, runs:int, warmup:int=2) -> float:
     "Median seconds of forward + postprocess on a batch of one."
     model.eval()
@@ -78,14 +66,18 @@ def latency(model, image:torch.Tensor, runs:int, warmup:int=2) -> float:
     return statistics.median(times)
 
 
-def run(arch:str, assigner:str|None, dls, valid, args) -> dict:
+def run(arch:str, assigner:str|None, dls, args) -> dict:
     set_seed(args.seed)
     body = Backbone('resnet18', channels=tuple(args.widths))
     learn = det_learner(dls, arch, body, model_kwargs=model_kwargs(arch, assigner, args), metrics=None, cbs=TrainTimer())
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(args.epochs, args.lr)
-    metrics = coco_evaluate(validation_predictions(learn.model, dls.valid), valid)
+    epoch_seconds = statistics.mean(learn.train_timer.seconds)   # before `validate`, which starts the timer's fit afresh
+    coco = coco_metrics()   # scored once, after training: the same pycocotools evaluation as the progress table
+    learn.metrics = coco
+    with learn.no_bar(): learn.validate()
+    metrics = coco[0].evaluator.stats
     image = dls.valid.one_batch()[0][:1]
-    return dict(metrics, epoch_seconds=statistics.mean(learn.train_timer.seconds), latency=latency(learn.model, image, args.runs))
+    return dict(metrics, epoch_seconds=epoch_seconds, latency=latency(learn.model, image, args.runs))
 
 
 def main():
@@ -115,7 +107,7 @@ def main():
     with torch_threads(args.threads):
         for arch, assigner in runs:
             name = f'{arch} ({assigner} assignment)' if assigner else arch
-            results[name] = run(arch, assigner, dls, valid, args)
+            results[name] = run(arch, assigner, dls, args)
             print(f'{name} done: AP {results[name]["AP"]:.3f}', flush=True)
 
     data = f"shapes '{args.shapes_size}'" if args.data == 'shapes' else 'bccd'

@@ -1,5 +1,5 @@
 "The `visionnb` console script, run as a user runs it: in a subprocess."
-import json, os, subprocess, sys
+import json, os, subprocess
 from pathlib import Path
 import pytest
 

@@ -5,12 +5,12 @@
 # %% ../../nbs/23_det_atss.ipynb #1df7d864
 from __future__ import annotations
 import math
+import statistics
 import torch
 import torch.nn as nn
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import (DenseDetector, batched_detections, check_labels, clip_to_sizes, conv_tower, flatten_levels, pad_targets,
-                               predictor, pyramid, top_candidates)
+from .core import DenseDetector, conv_tower, flatten_levels, predictor, pyramid
 from .retinanet import IGNORE, anchor_shapes, assign_max_iou, decode_boxes, grid_anchors
 from .fcos import assign_fcos, centerness, ltrb_distances, scale_ranges
 
@@ -143,17 +143,13 @@ class ATSS(DenseDetector):
 
     def loss(self, outputs:dict, targets) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_ctrness'}` of the batch (`atss_losses`)."
-        gt_boxes, gt_labels, gt_mask = pad_targets(targets, outputs['cls_logits'].device)
-        check_labels(gt_labels, gt_mask, self.num_classes)
+        gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         return atss_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.box_weights, self.box_loss_weight)
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
         "Per-image detections: score `sigmoid(class) * sigmoid(centerness)`, per level the `topk` best above `score_thresh`, class-wise NMS."
         scores = torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_quality'])
-        priors, labels, values, keep = top_candidates(scores, outputs['level_counts'], self.topk, self.score_thresh)
-        deltas = outputs['bbox_regression'].gather(1, priors[..., None].expand(-1, -1, 4))
-        boxes = clip_to_sizes(decode_boxes(deltas, outputs['priors'][priors], self.box_weights), image_sizes)
-        return batched_detections(boxes, values, labels, keep, self.nms_thresh, self.max_detections)
+        return self.detections(scores, outputs, lambda index, deltas: decode_boxes(deltas, outputs['priors'][index], self.box_weights), image_sizes)
 
 # %% ../../nbs/23_det_atss.ipynb #25348504
 @delegates(ATSS.__init__, but=['backbone', 'neck', 'head', 'vocab'])
@@ -168,7 +164,6 @@ def atss(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_conv
 # %% ../../nbs/23_det_atss.ipynb #825c7df5
 def assign_atss_loop(anchors, level_counts, gt_boxes, gt_mask, num_candidates:int=9, eps:float=0.01) -> torch.Tensor:
     "`assign_atss` as plain loops over images, boxes and anchors: slow, the reference it is tested against."
-    import statistics
     counts = [int(n) for n in level_counts]
     starts = [sum(counts[:level]) for level in range(len(counts))]
     centres = [((x0 + x1) / 2, (y0 + y1) / 2) for x0, y0, x1, y1 in anchors.tolist()]

@@ -132,6 +132,20 @@ class DenseDetector(nn.Module):
         "Detections (`boxes`, `scores`, `labels`) per image, boxes clipped to each image's unpadded `(h, w)` in `image_sizes`."
         raise NotImplementedError
 
+    def padded_targets(self, targets, device=None, min_objects:int=0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        "`pad_targets` of the batch's target dicts, refusing labels that are not classes of this model (`check_labels`)."
+        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device, min_objects)
+        check_labels(gt_labels, gt_mask, self.num_classes)
+        return gt_boxes, gt_labels, gt_mask
+
+    def detections(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> list[dict]:
+        "Per image: per level the `topk` best of `scores [B, N, C]` above `score_thresh`, boxes `decode(prior indices [B, K], their regression outputs)`, clipped, class-wise NMS."
+        priors, labels, values, keep = top_candidates(scores, outputs['level_counts'], self.topk, self.score_thresh)
+        regression = outputs['bbox_regression']
+        regression = regression.gather(1, priors[..., None].expand(-1, -1, regression.shape[-1]))
+        boxes = clip_to_sizes(decode(priors, regression), image_sizes)
+        return batched_detections(boxes, values, labels, keep, self.nms_thresh, self.max_detections)
+
     @torch.no_grad()
     def predict(self, images:torch.Tensor, image_sizes=None) -> list[dict]:
         "Detections for a batch of normalized images (in eval mode), in input pixels."

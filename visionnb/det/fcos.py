@@ -11,8 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
-from .core import (DenseDetector, batched_detections, check_labels, clip_to_sizes, conv_tower, flatten_levels,
-                               from_torchvision_keys, pad_targets, predictor, pyramid, top_candidates)
+from .core import DenseDetector, conv_tower, flatten_levels, from_torchvision_keys, predictor, pyramid
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
@@ -132,17 +131,13 @@ class FCOS(DenseDetector):
 
     def loss(self, outputs:dict, targets) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_ctrness'}`: focal, GIoU and centerness BCE, each per positive location of the batch."
-        gt_boxes, gt_labels, gt_mask = pad_targets(targets, outputs['cls_logits'].device)
-        check_labels(gt_labels, gt_mask, self.num_classes)
+        gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         return fcos_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels)
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
         "Per-image detections: score `sqrt(sigmoid(class) * sigmoid(centerness))`, per level the `topk` best above `score_thresh`, class-wise NMS."
         scores = torch.sqrt(torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_ctrness']))
-        priors, labels, values, keep = top_candidates(scores, outputs['level_counts'], self.topk, self.score_thresh)
-        deltas = outputs['bbox_regression'].gather(1, priors[..., None].expand(-1, -1, 4))
-        boxes = clip_to_sizes(fcos_decode(outputs['priors'][priors], deltas), image_sizes)
-        return batched_detections(boxes, values, labels, keep, self.nms_thresh, self.max_detections)
+        return self.detections(scores, outputs, lambda index, deltas: fcos_decode(outputs['priors'][index], deltas), image_sizes)
 
 # %% ../../nbs/22_det_fcos.ipynb #02be38de
 @delegates(FCOS.__init__, but=['backbone', 'neck', 'head', 'vocab'])

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss
-from .core import DenseDetector, batched_detections, check_labels, clip_to_sizes, pad_targets, pyramid, top_candidates
+from .core import DenseDetector, pyramid
 from .fcos import fcos_decode, fcos_encode
 from .atss import ATSSHead, anchor_points, assign_atss, atss_anchors
 
@@ -99,19 +99,15 @@ class GFL(DenseDetector):
 
     def loss(self, outputs:dict, targets) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_dfl'}` of the batch (`gfl_losses`)."
-        gt_boxes, gt_labels, gt_mask = pad_targets(targets, outputs['cls_logits'].device)
-        check_labels(gt_labels, gt_mask, self.num_classes)
+        gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         return gfl_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.points(outputs), self.reg_max,
                           self.beta, self.dfl_weight, self.box_loss_weight)
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
         "Per-image detections: score `sigmoid(class)`, per level the `topk` best above `score_thresh`, integral boxes, class-wise NMS."
-        scores = torch.sigmoid(outputs['cls_logits'])
-        priors, labels, values, keep = top_candidates(scores, outputs['level_counts'], self.topk, self.score_thresh)
-        box_logits = outputs['bbox_regression']
-        box_logits = box_logits.gather(1, priors[..., None].expand(-1, -1, box_logits.shape[-1]))
-        boxes = clip_to_sizes(fcos_decode(self.points(outputs)[priors], integral(box_logits, self.reg_max)), image_sizes)
-        return batched_detections(boxes, values, labels, keep, self.nms_thresh, self.max_detections)
+        points = self.points(outputs)
+        decode = lambda index, box_logits: fcos_decode(points[index], integral(box_logits, self.reg_max))
+        return self.detections(torch.sigmoid(outputs['cls_logits']), outputs, decode, image_sizes)
 
 # %% ../../nbs/24_det_gfl.ipynb #6ae1d0f4
 @delegates(GFL.__init__, but=['backbone', 'neck', 'head', 'vocab', 'reg_max'])

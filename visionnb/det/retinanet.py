@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss, generalized_box_iou_loss
-from .core import (DenseDetector, check_labels, conv_tower, predictor, flatten_levels, pad_targets, top_candidates, clip_to_sizes,
-                               batched_detections, pyramid, from_torchvision_keys)
+from .core import DenseDetector, conv_tower, predictor, flatten_levels, pyramid, from_torchvision_keys
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'BACKGROUND', 'IGNORE', 'retinanet_anchor_sizes', 'anchor_shapes', 'grid_anchors', 'encode_boxes',
@@ -132,8 +131,7 @@ class RetinaNet(DenseDetector):
     def loss(self, outputs:dict, targets) -> dict:
         "`{'classification', 'bbox_regression'}` for the batch, reduced as torchvision does."
         logits, deltas, anchors = outputs['cls_logits'], outputs['bbox_regression'], outputs['priors']
-        gt_boxes, gt_labels, gt_mask = pad_targets(targets, logits.device, min_objects=1)
-        check_labels(gt_labels, gt_mask, self.num_classes)
+        gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, logits.device, min_objects=1)
         assigned = assign_max_iou(anchors, gt_boxes, gt_mask, self.fg_iou, self.bg_iou)
         positive, index = assigned >= 0, assigned.clamp(min=0)
         per_image = positive.sum(1).clamp(min=1).to(logits.dtype)
@@ -148,10 +146,8 @@ class RetinaNet(DenseDetector):
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
         "Per-image detections: the top scores of each level, decoded, clipped, class-wise NMS."
-        priors, labels, scores, keep = top_candidates(outputs['cls_logits'].sigmoid(), outputs['level_counts'], self.topk, self.score_thresh)
-        deltas = outputs['bbox_regression'].gather(1, priors[..., None].expand(-1, -1, 4))
-        boxes = clip_to_sizes(decode_boxes(deltas, outputs['priors'][priors]), image_sizes)
-        return batched_detections(boxes, scores, labels, keep, self.nms_thresh, self.max_detections)
+        return self.detections(outputs['cls_logits'].sigmoid(), outputs, lambda index, deltas: decode_boxes(deltas, outputs['priors'][index]),
+                               image_sizes)
 
 # %% ../../nbs/21_det_retinanet.ipynb #c8f824ef
 _VERSIONS = {1: dict(extra_from='p5', head_norm=None, box_loss='l1'), 2: dict(extra_from='c5', head_norm='gn', box_loss='giou')}
