@@ -25,6 +25,7 @@ from .det.retinanet import *
 from .det.fcos import *
 from .det.atss import *
 from .det.gfl import *
+from .det.paa import *
 from .metrics import *
 from .learner.det import *
 

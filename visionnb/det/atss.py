@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, conv_tower, flatten_levels, predictor, pyramid
+from .core import DenseDetector, conv_tower, flatten_levels, positive_pairs, predictor, pyramid
 from .retinanet import IGNORE, anchor_shapes, assign_max_iou, decode_boxes, grid_anchors
 from .fcos import assign_fcos, centerness, ltrb_distances, scale_ranges
 
@@ -108,11 +108,10 @@ def atss_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_la
                 box_loss_weight:float=2.) -> dict:
     "Focal, centerness-weighted GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]` (`IGNORE`d anchors out of the focal loss)."
     anchors, logits = outputs['priors'], outputs['cls_logits']
-    image, anchor = (matched >= 0).nonzero(as_tuple=True)
-    index = matched[image, anchor]
-    boxes, at, positives = gt_boxes[image, index], anchors[anchor], max(1, len(image))
+    image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
+    at, positives = anchors[anchor], max(1, len(image))
     classes = torch.zeros_like(logits)
-    classes[image, anchor, gt_labels[image, index]] = 1.
+    classes[image, anchor, labels] = 1.
     focal = sigmoid_focal_loss(logits, classes, reduction='none').sum(-1) * (matched != IGNORE)
     target_centerness = centerness(ltrb_distances(box_centers(at), boxes).clamp(min=0))
     giou = generalized_box_iou_loss(decode_boxes(outputs['bbox_regression'][image, anchor], at, box_weights), boxes, reduction='none', eps=1e-7)

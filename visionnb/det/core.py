@@ -12,8 +12,8 @@ from ..models.backbone import Backbone
 from ..models.necks import FPN, PAFPN
 
 # %% auto #0
-__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'top_candidates', 'clip_to_sizes',
-           'batched_detections', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
+__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs', 'top_candidates',
+           'clip_to_sizes', 'batched_detections', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
 def _norm(kind:str|None, channels:int, groups:int=32) -> list[nn.Module]:
@@ -62,6 +62,12 @@ def check_labels(gt_labels:torch.Tensor, gt_mask:torch.Tensor, num_classes:int):
     if unknown.any():
         raise ValueError(f"labels {gt_labels[unknown].unique().tolist()} are not classes of this model ({num_classes}): "
                          "run check_dataset(records, policy='skip') to drop unknown classes, or add them to the vocab")
+
+def positive_pairs(matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor) -> tuple:
+    "`(image, prior, boxes, labels)` of every positive of the assignment `matched [B, N]` (index into `M`, negative for none): where it is, its object's box and class."
+    image, prior = (matched >= 0).nonzero(as_tuple=True)
+    index = matched[image, prior]
+    return image, prior, gt_boxes[image, index], gt_labels[image, index]
 
 # %% ../../nbs/20_det_core.ipynb #a46b7f7a
 def top_candidates(scores:torch.Tensor, level_counts, topk:int=1000, score_thresh:float=0.05) -> tuple:
@@ -138,13 +144,16 @@ class DenseDetector(nn.Module):
         check_labels(gt_labels, gt_mask, self.num_classes)
         return gt_boxes, gt_labels, gt_mask
 
-    def detections(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> list[dict]:
-        "Per image: per level the `topk` best of `scores [B, N, C]` above `score_thresh`, boxes `decode(prior indices [B, K], their regression outputs)`, clipped, class-wise NMS."
+    def candidates(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> tuple:
+        "`(boxes [B, K, 4], scores, labels, keep)`: per level the `topk` best of `scores [B, N, C]`, boxes `decode(prior indices [B, K], their regression outputs)` clipped, `keep` above `score_thresh`."
         priors, labels, values, keep = top_candidates(scores, outputs['level_counts'], self.topk, self.score_thresh)
         regression = outputs['bbox_regression']
         regression = regression.gather(1, priors[..., None].expand(-1, -1, regression.shape[-1]))
-        boxes = clip_to_sizes(decode(priors, regression), image_sizes)
-        return batched_detections(boxes, values, labels, keep, self.nms_thresh, self.max_detections)
+        return clip_to_sizes(decode(priors, regression), image_sizes), values, labels, keep
+
+    def detections(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> list[dict]:
+        "Per image: class-wise NMS of the `candidates` above `score_thresh`, the best `max_detections`."
+        return batched_detections(*self.candidates(scores, outputs, decode, image_sizes), self.nms_thresh, self.max_detections)
 
     @torch.no_grad()
     def predict(self, images:torch.Tensor, image_sizes=None) -> list[dict]:

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss
-from .core import DenseDetector, pyramid
+from .core import DenseDetector, positive_pairs, pyramid
 from .fcos import fcos_decode, fcos_encode
 from .atss import ATSSHead, anchor_points, assign_atss, atss_anchors
 
@@ -57,12 +57,11 @@ def gfl_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_lab
                beta:float=2., dfl_weight:float=0.25, box_loss_weight:float=2.) -> dict:
     "QFL, score-weighted GIoU and DFL of the head `outputs` for the assignment `matched [B, N]`, at anchor `points [N, 3]` (`x, y, stride`)."
     logits = outputs['cls_logits']
-    image, anchor = (matched >= 0).nonzero(as_tuple=True)
-    index = matched[image, anchor]
-    boxes, at, box_logits = gt_boxes[image, index], points[anchor], outputs['bbox_regression'][image, anchor]
+    image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
+    at, box_logits = points[anchor], outputs['bbox_regression'][image, anchor]
     predicted = fcos_decode(at, integral(box_logits, reg_max))
     targets = torch.zeros_like(logits)
-    targets[image, anchor, gt_labels[image, index]] = paired_iou(predicted.detach(), boxes).to(logits.dtype)
+    targets[image, anchor, labels] = paired_iou(predicted.detach(), boxes).to(logits.dtype)
     weight = logits.detach()[image, anchor].float().sigmoid().amax(-1)
     normalizer = weight.sum().clamp(min=1.)
     giou = generalized_box_iou_loss(predicted, boxes, reduction='none', eps=1e-7)
