@@ -48,7 +48,7 @@ def load_data(args):
 
 
 def model_kwargs(arch:str, assigner:str|None, args) -> dict:
-    kwargs = dict(channels=args.channels, num_convs=args.convs)
+    kwargs = dict(channels=args.channels) if arch == 'cornernet' else dict(channels=args.channels, num_convs=args.convs)   # one map, no towers
     if arch == 'retinanet': kwargs['version'] = 2   # GroupNorm head: v1's plain head diverges from scratch under Adam
     if assigner: kwargs['assigner'] = assigner
     return kwargs
@@ -68,6 +68,7 @@ def latency(model, image:torch.Tensor, runs:int, warmup:int=2) -> float:
 
 def run(arch:str, assigner:str|None, dls, args) -> dict:
     set_seed(args.seed)
+    dls.train.rng.seed(args.seed)   # the DataLoader drew its shuffling seed when it was made: every detector sees the same batches
     body = Backbone('resnet18', channels=tuple(args.widths))
     learn = det_learner(dls, arch, body, model_kwargs=model_kwargs(arch, assigner, args), metrics=None, cbs=TrainTimer())
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(args.epochs, args.lr)

@@ -26,6 +26,7 @@ from .det.fcos import *
 from .det.atss import *
 from .det.gfl import *
 from .det.paa import *
+from .det.cornernet import *
 from .metrics import *
 from .learner.det import *
 

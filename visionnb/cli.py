@@ -376,7 +376,7 @@ def cmd_predict(args) -> dict:
 # %% ../nbs/50_cli.ipynb #ab6963e2
 # copies of visionnb.learner.cls.PRECISIONS and the keys of visionnb.learner.det.DETECTORS: `--help` stays free of torch
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
-DETECTOR_NAMES = ('fcos', 'retinanet', 'atss', 'gfl', 'paa')
+DETECTOR_NAMES = ('fcos', 'retinanet', 'atss', 'gfl', 'paa', 'cornernet')
 
 def make_parser() -> argparse.ArgumentParser:
     "The argument parser of the `visionnb` command and its subcommands."

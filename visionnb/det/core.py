@@ -13,7 +13,7 @@ from ..models.necks import FPN, PAFPN
 
 # %% auto #0
 __all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs', 'top_candidates',
-           'clip_to_sizes', 'batched_detections', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
+           'clip_to_sizes', 'batched_detections', 'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
 def _norm(kind:str|None, channels:int, groups:int=32) -> list[nn.Module]:
@@ -100,16 +100,44 @@ def batched_detections(boxes:torch.Tensor, scores:torch.Tensor, labels:torch.Ten
     return [dict(boxes=boxes[k], scores=scores[k], labels=labels[k]) for k in (g[:max_detections] for g in kept.split(counts))]
 
 # %% ../../nbs/20_det_core.ipynb #a3554cfe
-class DenseDetector(nn.Module):
-    "Backbone, neck and a head shared by all levels; `forward(images)` gives the flattened head outputs and the priors of that input size."
-    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab):
+class Detector(nn.Module):
+    "What every detector has: its class names `vocab`, `loss(outputs, targets)`, `postprocess(outputs, image_sizes)` and `predict(images)`."
+    def __init__(self, vocab):
         super().__init__()
-        self.backbone, self.neck, self.head, self.vocab = backbone, neck, head, list(vocab)
-        self.strides = list(neck.strides)
-        self._priors = {}
+        self.vocab = list(vocab)
 
     @property
     def num_classes(self) -> int: return len(self.vocab)
+
+    def loss(self, outputs:dict, targets) -> dict:
+        "Named loss terms for `outputs` and the batch's target dicts (boxes in input pixels, labels)."
+        raise NotImplementedError
+
+    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
+        "Detections (`boxes`, `scores`, `labels`) per image, boxes clipped to each image's unpadded `(h, w)` in `image_sizes`."
+        raise NotImplementedError
+
+    def padded_targets(self, targets, device=None, min_objects:int=0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        "`pad_targets` of the batch's target dicts, refusing labels that are not classes of this model (`check_labels`)."
+        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device, min_objects)
+        check_labels(gt_labels, gt_mask, self.num_classes)
+        return gt_boxes, gt_labels, gt_mask
+
+    @torch.no_grad()
+    def predict(self, images:torch.Tensor, image_sizes=None) -> list[dict]:
+        "Detections for a batch of normalized images (in eval mode), in input pixels."
+        training = self.training
+        self.eval()
+        try: return self.postprocess(self(images), image_sizes or [tuple(images.shape[-2:])] * len(images))
+        finally: self.train(training)
+
+class DenseDetector(Detector):
+    "Backbone, neck and a head shared by all levels; `forward(images)` gives the flattened head outputs and the priors of that input size."
+    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab):
+        super().__init__(vocab)
+        self.backbone, self.neck, self.head = backbone, neck, head
+        self.strides = list(neck.strides)
+        self._priors = {}
 
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "The priors of every level, concatenated: a subclass gives anchors `[N, 4]` or points."
@@ -130,20 +158,6 @@ class DenseDetector(nn.Module):
         # a tensor, not a list of ints: fastai's `to_float` (mixed precision) and `to_detach` map over every leaf of the outputs
         return dict(outputs, priors=priors, level_counts=torch.tensor([h * w * per_position for h, w in feature_sizes]))
 
-    def loss(self, outputs:dict, targets) -> dict:
-        "Named loss terms for `outputs` and the batch's target dicts (boxes in input pixels, labels)."
-        raise NotImplementedError
-
-    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Detections (`boxes`, `scores`, `labels`) per image, boxes clipped to each image's unpadded `(h, w)` in `image_sizes`."
-        raise NotImplementedError
-
-    def padded_targets(self, targets, device=None, min_objects:int=0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        "`pad_targets` of the batch's target dicts, refusing labels that are not classes of this model (`check_labels`)."
-        gt_boxes, gt_labels, gt_mask = pad_targets(targets, device, min_objects)
-        check_labels(gt_labels, gt_mask, self.num_classes)
-        return gt_boxes, gt_labels, gt_mask
-
     def candidates(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> tuple:
         "`(boxes [B, K, 4], scores, labels, keep)`: per level the `topk` best of `scores [B, N, C]`, boxes `decode(prior indices [B, K], their regression outputs)` clipped, `keep` above `score_thresh`."
         priors, labels, values, keep = top_candidates(scores, outputs['level_counts'], self.topk, self.score_thresh)
@@ -155,13 +169,6 @@ class DenseDetector(nn.Module):
         "Per image: class-wise NMS of the `candidates` above `score_thresh`, the best `max_detections`."
         return batched_detections(*self.candidates(scores, outputs, decode, image_sizes), self.nms_thresh, self.max_detections)
 
-    @torch.no_grad()
-    def predict(self, images:torch.Tensor, image_sizes=None) -> list[dict]:
-        "Detections for a batch of normalized images (in eval mode), in input pixels."
-        training = self.training
-        self.eval()
-        try: return self.postprocess(self(images), image_sizes or [tuple(images.shape[-2:])] * len(images))
-        finally: self.train(training)
 
 # %% ../../nbs/20_det_core.ipynb #5db465ca
 def pyramid(backbone='resnet50', out_indices=(2, 3, 4), channels:int=256, neck:str='fpn', extra_levels:int=2, extra_from:str='p5',

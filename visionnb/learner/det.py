@@ -31,6 +31,7 @@ from ..det.retinanet import retinanet
 from ..det.atss import atss
 from ..det.gfl import gfl
 from ..det.paa import paa
+from ..det.cornernet import cornernet
 from ..metrics import coco_metrics
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 from .cls import precision_callbacks
@@ -42,7 +43,7 @@ __all__ = ['DETECTORS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'POSTPROCESS_SETTINGS
            'predict_detections', 'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
 
 # %% ../../nbs/42_learner_det.ipynb #224f0985
-DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl, paa=paa)
+DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl, paa=paa, cornernet=cornernet)
 
 def create_detector(arch, vocab, backbone='resnet50', pretrained=None, **kwargs) -> DenseDetector:
     "The detector `arch` (a key of `DETECTORS`, such as `'fcos'`, or a `DenseDetector`) for the classes `vocab`; `model.config` records how it was built."
