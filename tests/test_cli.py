@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 BCCD = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'bccd'
-COMMANDS = ['quickstart', 'shapes', 'check', 'check-data', 'convert', 'stats', 'train', 'eval', 'predict']
+COMMANDS = ['quickstart', 'shapes', 'check', 'check-data', 'convert', 'stats', 'train', 'eval', 'predict', 'export']
 COCO_KEYS = ['AP', 'AP50', 'AP75', 'APs', 'APm', 'APl']
 
 
@@ -110,7 +110,7 @@ def test_train_writes_model_figure_and_metrics(trained):
     written = json.loads((out / 'metrics.json').read_text())
     assert list(written['metrics']) == COCO_KEYS and all(0 <= v <= 1 for v in written['metrics'].values())
     assert written['metrics'] == result['metrics'] and written['epochs'] == result['epochs'] == 1
-    assert set(result['losses']['valid']) == {'loss', 'classification', 'bbox_regression', 'bbox_ctrness'}
+    assert set(result['losses']['valid']) == {'loss', 'classification', 'bbox_regression', 'bbox_dfl'}   # GFL, the default
     assert result['data']['images'] == {'train': 24, 'valid': 8} and result['check']['train']['counts']['images_out'] == 24
     assert not list(out.glob('.*')), 'no temporary files left behind'
 
@@ -155,6 +155,19 @@ def test_predict_on_a_folder(trained, home, tmp_path):
         assert all(0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h for x1, y1, x2, y2 in d['boxes'])
         assert set(d['names']) <= set(written['vocab'])
         assert Path(d['png']).stat().st_size > 5_000
+
+
+def test_export_dynamic_onnx_agrees_with_pytorch(trained, home, tmp_path):
+    valid = home / 'shapes-tiny-seed0' / 'images' / 'valid'
+    out = tmp_path / 'fcos.onnx'
+    r = run('export', trained[0] / 'model.pth', '--out', out, '--dynamic', '--batch', '3', '--check', valid, '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result['onnx'] == str(out) and out.stat().st_size > 100_000 and result['vocab'] == trained[1]['settings']['vocab']
+    assert result['input_shape'][1] == 3 and not any(isinstance(d, int) for d in (result['input_shape'][0], *result['input_shape'][2:]))
+    check = result['check']
+    assert check['images'] == 8 and check['same_count'] == 1 and check['label_agreement'] == 1, check
+    assert check['box_diff'] < 1e-2 and check['score_diff'] < 1e-4, check
 
 
 def test_a_missing_model_is_named(tmp_path):

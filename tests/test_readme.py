@@ -13,7 +13,7 @@ def test_readme_has_exactly_two_commands():
     cmds = readme_commands()
     assert len(cmds) == 2, cmds
     assert all('\n' not in c for c in cmds), 'each README command is one line'
-    assert 'visionnb quickstart' in cmds[0]
+    assert cmds[0].endswith('visionnb train'), 'the main job is training on the embedded dataset'
     assert 'nbdev_test' in cmds[1] and 'pytest tests/' in cmds[1]
 
 

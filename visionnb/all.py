@@ -29,6 +29,7 @@ from .det.paa import *
 from .det.cornernet import *
 from .metrics import *
 from .learner.det import *
+from .callbacks.export import *
 
 # %% ../nbs/99_all.ipynb #f646c534
 __all__ = [name for name in dir() if not name.startswith('_')]

@@ -17,15 +17,22 @@ __all__ = ['VisionnbError', 'DatasetError', 'ExportError', 'xyxy2xywh', 'xywh2xy
 class VisionnbError(Exception):
     "Base class of the errors visionnb raises on purpose."
 
+def _message(file, problem:str, entry=None, fix:str='') -> str:
+    "`file [entry]: problem. fix`, the parts that are given (no file: the problem alone)."
+    where = ('' if file is None else f"{file}") + (f" [{entry}]" if entry is not None else "")
+    return (f"{where}: " if where else "") + problem + (f". {fix}" if fix else "")
+
 class DatasetError(VisionnbError, ValueError):
     "A problem with a dataset file; the message names the file, the entry and what to do."
     def __init__(self, file, problem:str, entry=None, fix:str=''):
         self.file,self.problem,self.entry,self.fix = file,problem,entry,fix
-        where = f"{file}" + (f" [{entry}]" if entry is not None else "")
-        super().__init__(f"{where}: {problem}" + (f". {fix}" if fix else ""))
+        super().__init__(_message(file, problem, entry, fix))
 
 class ExportError(VisionnbError, RuntimeError):
-    "A model could not be exported or the exported model does not match PyTorch."
+    "A model could not be exported or the exported file cannot be run; the message names the file (`None`: not yet known) and what to do."
+    def __init__(self, file, problem:str, fix:str=''):
+        self.file,self.problem,self.fix = file,problem,fix
+        super().__init__(_message(file, problem, fix=fix))
 
 # %% ../nbs/00_core.ipynb #d66c9ccc
 def _as_boxes(boxes) -> torch.Tensor:

@@ -101,7 +101,7 @@ def random_background(rng, height:int, width:int) -> np.ndarray:
 
 # %% ../../nbs/01f_data_shapes.ipynb #cd253ce2
 MIN_VISIBLE_FRACTION, MIN_VISIBLE_SIDE = 0.3, 6
-MIN_OBJECT_SIZE, MAX_OBJECT_FRACTION = 8, 0.75   # sizes are log-uniform from 8 px to 3/4 of the image's short side
+MIN_OBJECT_SIZE, MAX_OBJECT_FRACTION = 8, 0.75   # sizes are log-uniform from 8 px (by default) to 3/4 of the image's short side
 FILLED_FRACTION, MIN_CONTRAST = 0.6, 80.
 
 def _box_sides(mask) -> tuple[int, int]:
@@ -177,15 +177,15 @@ class Scene:
         "`uint8 [H, W]`: 0 = background, `k + 1` = class `k`."
         return np.append(self.labels + 1, 0).astype(np.uint8)[self.owner]   # owner -1 picks the appended 0
 
-def render_scene(rng, height:int, width:int, max_objects:int, supersample:int=4, tries:int=20) -> Scene:
-    "Draw one image of 1..`max_objects` random shapes on a random background, with its ground truth."
+def render_scene(rng, height:int, width:int, max_objects:int, min_size:float=MIN_OBJECT_SIZE, supersample:int=4, tries:int=20) -> Scene:
+    "Draw one image of 1..`max_objects` random shapes, at least `min_size` px across, on a random background, with its ground truth."
     canvas = random_background(rng, height, width)
     owner, counts = np.full((height, width), -1, np.int16), np.zeros(0, np.int64)
     areas, labels, filled = [], [], []
     max_size = MAX_OBJECT_FRACTION * min(height, width)
     for _ in range(rng.integers(1, max_objects + 1)):
         label = int(rng.integers(len(SHAPE_CLASSES)))
-        size = float(np.exp(rng.uniform(np.log(MIN_OBJECT_SIZE), np.log(max_size))))
+        size = float(np.exp(rng.uniform(np.log(min_size), np.log(max_size))))
         is_filled = bool(rng.random() < FILLED_FRACTION)
         stroke = 0. if is_filled else max(1.5, size * rng.uniform(0.08, 0.16))
         for _ in range(tries):
@@ -205,9 +205,10 @@ def render_scene(rng, height:int, width:int, max_objects:int, supersample:int=4,
 
 # %% ../../nbs/01f_data_shapes.ipynb #8e10cf8a
 SHAPES_SIZES = {
-    'tiny':    dict(train=24,   valid=8,   image_size=192, max_objects=6),
-    'small':   dict(train=200,  valid=50,  image_size=320, max_objects=8),
-    'default': dict(train=1000, valid=200, image_size=512, max_objects=10),
+    'tiny':    dict(train=24,   valid=8,   image_size=192, max_objects=6,  min_object=8),
+    'quick':   dict(train=1000, valid=200, image_size=160, max_objects=4,  min_object=16),
+    'small':   dict(train=200,  valid=50,  image_size=320, max_objects=8,  min_object=8),
+    'default': dict(train=1000, valid=200, image_size=512, max_objects=10, min_object=8),
 }
 SPLITS = ('train', 'valid')
 MIN_SHORT_SIDE = 0.7
@@ -223,7 +224,7 @@ def shapes_scene(size:str='tiny', split:str='train', index:int=0, seed:int=0) ->
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     long, short = settings['image_size'], round(settings['image_size'] * rng.uniform(MIN_SHORT_SIDE, 1))
     height, width = (long, short) if rng.random() < 0.5 else (short, long)
-    return render_scene(rng, height, width, settings['max_objects'])
+    return render_scene(rng, height, width, settings['max_objects'], settings['min_object'])
 
 # %% ../../nbs/01f_data_shapes.ipynb #cb0ed6f5
 SHAPES_VERSION = 1

@@ -28,8 +28,9 @@ def box_centers(boxes:torch.Tensor) -> torch.Tensor:
     return (boxes[..., :2] + boxes[..., 2:]) / 2
 
 def anchor_points(anchors:torch.Tensor, level_counts, strides) -> torch.Tensor:
-    "Rows `(x, y, stride)`: the centre of each anchor `[N, 4]` and the stride of its level (`level_counts` anchors per level), FCOS's points."
-    stride = torch.cat([torch.full((int(n),), float(s), device=anchors.device, dtype=anchors.dtype) for n, s in zip(level_counts, strides)])
+    "Rows `(x, y, stride)`: the centre of each anchor `[N, 4]` and the stride of its level (`level_counts` anchors per level: ints or a tensor), FCOS's points."
+    # sizes from the split, not `int(n)`: in a traced graph (`45_export_onnx`) they follow the input size
+    stride = torch.cat([torch.full_like(level[:, 0], float(s)) for level, s in zip(anchors.split(list(level_counts)), strides)])
     return torch.cat([box_centers(anchors), stride[:, None]], 1)
 
 # %% ../../nbs/23_det_atss.ipynb #d9d98a61
@@ -145,10 +146,10 @@ class ATSS(DenseDetector):
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         return atss_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.box_weights, self.box_loss_weight)
 
-    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Per-image detections: score `sigmoid(class) * sigmoid(centerness)`, per level the `topk` best above `score_thresh`, class-wise NMS."
+    def scoring(self, outputs:dict) -> tuple:
+        "`(scores, decode)`: score `sigmoid(class) * sigmoid(centerness)`; boxes decoded from the deltas of their anchors."
         scores = torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_quality'])
-        return self.detections(scores, outputs, lambda index, deltas: decode_boxes(deltas, outputs['priors'][index], self.box_weights), image_sizes)
+        return scores, lambda index, deltas: decode_boxes(deltas, outputs['priors'][index], self.box_weights)
 
 # %% ../../nbs/23_det_atss.ipynb #25348504
 @delegates(ATSS.__init__, but=['backbone', 'neck', 'head', 'vocab'])

@@ -12,8 +12,9 @@ from ..models.backbone import Backbone
 from ..models.necks import FPN, PAFPN
 
 # %% auto #0
-__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs', 'top_candidates',
-           'clip_to_sizes', 'batched_detections', 'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
+__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs', 'at_most',
+           'top_candidates', 'clip_to_sizes', 'batched_detections', 'Detector', 'DenseDetector', 'pyramid',
+           'from_torchvision_keys']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
 def _norm(kind:str|None, channels:int, groups:int=32) -> list[nn.Module]:
@@ -70,14 +71,19 @@ def positive_pairs(matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.
     return image, prior, gt_boxes[image, index], gt_labels[image, index]
 
 # %% ../../nbs/20_det_core.ipynb #a46b7f7a
+def at_most(k:int, x:torch.Tensor, dim:int):
+    "`min(k, x.shape[dim])`: a Python `min` eagerly, a clamp of the shape in the graph while tracing (a Python `min` would freeze the traced size)."
+    if not torch.jit.is_tracing(): return min(k, x.shape[dim])
+    return torch.clamp(torch._shape_as_tensor(x)[dim], max=k)
+
 def top_candidates(scores:torch.Tensor, level_counts, topk:int=1000, score_thresh:float=0.05) -> tuple:
     "Per level and image, the `topk` best `(prior index, label, score)` of `scores [B, N, C]` above `score_thresh`; `keep [B, K]` marks those above it."
     priors, labels, values, offset = [], [], [], 0
-    for level in scores.split([int(n) for n in level_counts], dim=1):
+    for level in scores.split(list(level_counts), dim=1):   # counts stay graph values when traced: no `int()`
         flat = level.flatten(1)
-        best, index = flat.topk(min(topk, flat.shape[1]), dim=1)
+        best, index = flat.topk(at_most(topk, flat, 1), dim=1)
         priors.append(torch.div(index, scores.shape[-1], rounding_mode='floor') + offset); labels.append(index % scores.shape[-1]); values.append(best)
-        offset += level.shape[1]
+        offset = offset + level.shape[1]
     values = torch.cat(values, 1)
     return torch.cat(priors, 1), torch.cat(labels, 1), values, values > score_thresh
 
@@ -153,10 +159,18 @@ class DenseDetector(Detector):
         features = self.neck(self.backbone(images))
         outputs = self.head(features)
         feature_sizes = [tuple(f.shape[-2:]) for f in features]
-        priors = self._cached_priors(tuple(images.shape[-2:]), feature_sizes, images.device, images.dtype)
+        # traced (ONNX export), the priors must follow the input's shape: a cached tensor would become a constant of the graph
+        make_priors = self.priors if torch.jit.is_tracing() else self._cached_priors
+        priors = make_priors(tuple(images.shape[-2:]), feature_sizes, images.device, images.dtype)
         per_position = priors.shape[0] // sum(h * w for h, w in feature_sizes)
-        # a tensor, not a list of ints: fastai's `to_float` (mixed precision) and `to_detach` map over every leaf of the outputs
-        return dict(outputs, priors=priors, level_counts=torch.tensor([h * w * per_position for h, w in feature_sizes]))
+        # a tensor, not a list of ints: fastai's `to_float` (mixed precision) and `to_detach` map over every leaf of the outputs;
+        # stacked from the shapes, so that a trace keeps the counts graph values
+        counts = torch.stack([torch.as_tensor(h * w * per_position) for h, w in feature_sizes])
+        return dict(outputs, priors=priors, level_counts=counts)
+
+    def scoring(self, outputs:dict) -> tuple:
+        "`(scores [B, N, C], decode)`: per-class scores and `decode(prior indices [B, K], their regression outputs) -> boxes`."
+        raise NotImplementedError
 
     def candidates(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> tuple:
         "`(boxes [B, K, 4], scores, labels, keep)`: per level the `topk` best of `scores [B, N, C]`, boxes `decode(prior indices [B, K], their regression outputs)` clipped, `keep` above `score_thresh`."
@@ -169,6 +183,10 @@ class DenseDetector(Detector):
         "Per image: class-wise NMS of the `candidates` above `score_thresh`, the best `max_detections`."
         return batched_detections(*self.candidates(scores, outputs, decode, image_sizes), self.nms_thresh, self.max_detections)
 
+    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
+        "Per-image detections: the `scoring` of the outputs through `detections` (per level the best, decoded, clipped, class-wise NMS)."
+        scores, decode = self.scoring(outputs)
+        return self.detections(scores, outputs, decode, image_sizes)
 
 # %% ../../nbs/20_det_core.ipynb #5db465ca
 def pyramid(backbone='resnet50', out_indices=(2, 3, 4), channels:int=256, neck:str='fpn', extra_levels:int=2, extra_from:str='p5',

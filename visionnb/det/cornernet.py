@@ -9,21 +9,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
-from .core import Detector, batched_detections, clip_to_sizes, pyramid
+from .core import Detector, at_most, batched_detections, clip_to_sizes, pyramid
 
 # %% auto #0
-__all__ = ['POOLS', 'running_max', 'corner_pool', 'gaussian_radius', 'gaussian_heatmaps', 'corner_focal_loss', 'gather_at',
-           'pull_push_losses', 'heatmap_peaks', 'decode_corners', 'conv_bn', 'Residual', 'Hourglass', 'HourglassNet',
-           'CornerPoolBlock', 'CornerHead', 'CornerNet', 'cornernet', 'corner_pool_loop']
+__all__ = ['TRACED_STEPS', 'POOLS', 'running_max', 'corner_pool', 'gaussian_radius', 'gaussian_heatmaps', 'corner_focal_loss',
+           'gather_at', 'pull_push_losses', 'heatmap_peaks', 'decode_corners', 'conv_bn', 'Residual', 'Hourglass',
+           'HourglassNet', 'CornerPoolBlock', 'CornerHead', 'CornerNet', 'cornernet', 'corner_pool_loop']
 
 # %% ../../nbs/26_det_cornernet.ipynb #cf75655c
-def running_max(x:torch.Tensor, dim:int, reverse:bool=False) -> torch.Tensor:
-    "Max of each position and all positions after it along `dim` (before it when `reverse`): log2(n) maxima of shifted copies, exportable to ONNX."
-    n, shift = x.shape[dim], 1
-    while shift < n:
-        if reverse: shifted = torch.cat([x.narrow(dim, 0, 1).expand_as(x.narrow(dim, 0, shift)), x.narrow(dim, 0, n - shift)], dim)
-        else: shifted = torch.cat([x.narrow(dim, shift, n - shift), x.narrow(dim, n - 1, 1).expand_as(x.narrow(dim, 0, shift))], dim)
-        x, shift = torch.maximum(x, shifted), shift * 2
+TRACED_STEPS = 16   # a traced graph's shift-and-max steps: right for sides up to 2**16 positions
+
+def running_max(x:torch.Tensor, dim:int, reverse:bool=False, steps:int|None=None) -> torch.Tensor:
+    "Max of each position and all positions after it along `dim` (before it when `reverse`): `steps` maxima of shifted copies (ceil(log2(n)); `TRACED_STEPS` when tracing), exportable to ONNX."
+    n = x.shape[dim]
+    if steps is None: steps = TRACED_STEPS if torch.jit.is_tracing() else max(n - 1, 0).bit_length()
+    for step in range(steps):
+        shift = at_most(2 ** step, x, dim)   # a shift of n or more gives the edge value everywhere
+        fill = (x.narrow(dim, 0, 1) if reverse else x.narrow(dim, n - 1, 1)).expand(*x.shape[:dim], shift, *x.shape[dim + 1:])
+        shifted = torch.cat([fill, x.narrow(dim, 0, n - shift)], dim) if reverse else torch.cat([x.narrow(dim, shift, n - shift), fill], dim)
+        x = torch.maximum(x, shifted)
     return x
 
 POOLS = dict(top=(2, False), left=(3, False), bottom=(2, True), right=(3, True))
@@ -87,7 +91,7 @@ def heatmap_peaks(heatmaps:torch.Tensor, k:int=100, kernel:int=3) -> tuple:
     "`(scores, classes, ys, xs)` `[B, k]`: the `k` highest local maxima (`kernel x kernel`) of `heatmaps [B, C, h, w]` per image."
     peaks = heatmaps * (F.max_pool2d(heatmaps, kernel, 1, kernel // 2) == heatmaps)
     b, c, h, w = heatmaps.shape
-    scores, index = peaks.flatten(1).topk(min(k, c * h * w))
+    scores, index = peaks.flatten(1).topk(at_most(k, peaks.flatten(1), 1))
     position = index % (h * w)
     return scores, torch.div(index, h * w, rounding_mode='floor'), torch.div(position, w, rounding_mode='floor'), position % w
 
@@ -102,7 +106,7 @@ def decode_corners(outputs:dict, stride:float, k:int=100, max_distance:float=0.5
     paired = ((c1[:, :, None] == c2[:, None]) & ((e1[:, :, None] - e2[:, None]).abs() <= max_distance)
               & (x2[:, None] > x1[:, :, None]) & (y2[:, None] > y1[:, :, None]))
     scores = torch.where(paired, (s1[:, :, None] + s2[:, None]) / 2, -torch.ones_like(paired, dtype=s1.dtype))
-    best, index = scores.flatten(1).topk(min(max_pairs, scores[0].numel()))
+    best, index = scores.flatten(1).topk(at_most(max_pairs, scores.flatten(1), 1))
     i, j = torch.div(index, scores.shape[2], rounding_mode='floor'), index % scores.shape[2]
     boxes = torch.stack([x1.gather(1, i), y1.gather(1, i), x2.gather(1, j), y2.gather(1, j)], -1)
     return boxes, best, c1.gather(1, i)

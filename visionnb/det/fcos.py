@@ -133,10 +133,10 @@ class FCOS(DenseDetector):
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         return fcos_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels)
 
-    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Per-image detections: score `sqrt(sigmoid(class) * sigmoid(centerness))`, per level the `topk` best above `score_thresh`, class-wise NMS."
+    def scoring(self, outputs:dict) -> tuple:
+        "`(scores, decode)`: score `sqrt(sigmoid(class) * sigmoid(centerness))`; boxes decoded from the distances to their points."
         scores = torch.sqrt(torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_ctrness']))
-        return self.detections(scores, outputs, lambda index, deltas: fcos_decode(outputs['priors'][index], deltas), image_sizes)
+        return scores, lambda index, deltas: fcos_decode(outputs['priors'][index], deltas)
 
 # %% ../../nbs/22_det_fcos.ipynb #02be38de
 @delegates(FCOS.__init__, but=['backbone', 'neck', 'head', 'vocab'])

@@ -90,7 +90,7 @@ class GFL(DenseDetector):
 
     def points(self, outputs:dict) -> torch.Tensor:
         "The anchors' centres and strides `[N, 3]`, from which the distances are measured."
-        return anchor_points(outputs['priors'], outputs['level_counts'].tolist(), self.strides)
+        return anchor_points(outputs['priors'], outputs['level_counts'], self.strides)
 
     def assign(self, outputs:dict, gt_boxes:torch.Tensor, gt_mask:torch.Tensor) -> torch.Tensor:
         "`[B, N]` index of the padded ground-truth box each anchor learns, -1 for background (`assign_atss`)."
@@ -102,11 +102,10 @@ class GFL(DenseDetector):
         return gfl_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.points(outputs), self.reg_max,
                           self.beta, self.dfl_weight, self.box_loss_weight)
 
-    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Per-image detections: score `sigmoid(class)`, per level the `topk` best above `score_thresh`, integral boxes, class-wise NMS."
+    def scoring(self, outputs:dict) -> tuple:
+        "`(scores, decode)`: score `sigmoid(class)` (the joint class-IoU score); boxes the integrals of their distributions, from their anchors' centres."
         points = self.points(outputs)
-        decode = lambda index, box_logits: fcos_decode(points[index], integral(box_logits, self.reg_max))
-        return self.detections(torch.sigmoid(outputs['cls_logits']), outputs, decode, image_sizes)
+        return torch.sigmoid(outputs['cls_logits']), lambda index, box_logits: fcos_decode(points[index], integral(box_logits, self.reg_max))
 
 # %% ../../nbs/24_det_gfl.ipynb #6ae1d0f4
 @delegates(GFL.__init__, but=['backbone', 'neck', 'head', 'vocab', 'reg_max'])

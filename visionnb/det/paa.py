@@ -159,10 +159,14 @@ class PAA(DenseDetector):
         matched = self.assign(outputs, gt_boxes, gt_labels, gt_mask)
         return paa_losses(outputs, matched, gt_boxes, gt_labels, self.box_weights, self.box_loss_weight, self.iou_loss_weight)
 
-    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Per-image detections: score `sqrt(sigmoid(class) · sigmoid(IoU))`, per level the `topk` best above `score_thresh`, class-wise NMS, score voting."
+    def scoring(self, outputs:dict) -> tuple:
+        "`(scores, decode)`: score `sqrt(sigmoid(class) · sigmoid(IoU))`; boxes decoded from the deltas of their anchors."
         scores = (torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_quality'])).sqrt()
-        decode = lambda index, deltas: decode_boxes(deltas, outputs['priors'][index], self.box_weights)
+        return scores, lambda index, deltas: decode_boxes(deltas, outputs['priors'][index], self.box_weights)
+
+    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
+        "Per-image detections: the `scoring` through `candidates`, class-wise NMS, then score voting (unless `score_voting=False`)."
+        scores, decode = self.scoring(outputs)
         if not self.score_voting: return self.detections(scores, outputs, decode, image_sizes)
         boxes, values, labels, keep = self.candidates(scores, outputs, decode, image_sizes)
         found = batched_detections(boxes, values, labels, keep, self.nms_thresh, self.max_detections)

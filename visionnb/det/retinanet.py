@@ -144,10 +144,9 @@ class RetinaNet(DenseDetector):
         box_per_image = torch.zeros_like(per_image).index_add(0, image, box)
         return dict(classification=(focal.sum(1) / per_image).mean(), bbox_regression=(box_per_image / per_image).mean())
 
-    def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Per-image detections: the top scores of each level, decoded, clipped, class-wise NMS."
-        return self.detections(outputs['cls_logits'].sigmoid(), outputs, lambda index, deltas: decode_boxes(deltas, outputs['priors'][index]),
-                               image_sizes)
+    def scoring(self, outputs:dict) -> tuple:
+        "`(scores, decode)`: score `sigmoid(class)` per anchor and class; boxes decoded from the deltas of their anchors."
+        return outputs['cls_logits'].sigmoid(), lambda index, deltas: decode_boxes(deltas, outputs['priors'][index])
 
 # %% ../../nbs/21_det_retinanet.ipynb #c8f824ef
 _VERSIONS = {1: dict(extra_from='p5', head_norm=None, box_loss='l1'), 2: dict(extra_from='c5', head_norm='gn', box_loss='giou')}

@@ -18,7 +18,7 @@ from ..models.resnet import ResNet, create_resnet
 
 # %% auto #0
 __all__ = ['RESNET_STAGES', 'PRECISIONS', 'classifier_names', 'cls_splitter', 'load_classifier_weights', 'create_cls_model',
-           'CPUMixedPrecision', 'precision_callbacks', 'cls_learner']
+           'native_bf16_cpu', 'CPUMixedPrecision', 'resolve_precision', 'precision_callbacks', 'cls_learner']
 
 # %% ../../nbs/40_learner_cls.ipynb #a32b17cc
 def classifier_names(model:nn.Module) -> list[str]:
@@ -102,7 +102,12 @@ def create_cls_model(arch, n_out:int, pretrained=None, **kwargs) -> nn.Module:
     return model
 
 # %% ../../nbs/40_learner_cls.ipynb #c2bfd223
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+PRECISIONS = ('auto', 'fast', 'fp32', 'fp16', 'bf16')
+
+def native_bf16_cpu() -> bool:
+    "Whether this CPU has bfloat16 units (Intel AMX or AVX512-BF16), where bf16 autocast is faster than float32."
+    probes = [getattr(torch.cpu, name, None) for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]   # private: absent is no
+    return any(probe() for probe in probes if probe is not None)
 
 class CPUMixedPrecision(MixedPrecision):
     "fastai's `MixedPrecision` with bfloat16 autocast on the CPU (no loss scaling: bfloat16 has float32's range)."
@@ -110,12 +115,18 @@ class CPUMixedPrecision(MixedPrecision):
     def before_fit(self):
         self.autocast, self.learn.scaler, self.scales = torch.autocast('cpu', dtype=torch.bfloat16), torch.amp.GradScaler('cpu', enabled=False), L()
 
-def precision_callbacks(precision:str='auto') -> list:
-    "Callbacks for `precision`: `'auto'` is fp16 mixed precision on CUDA, fp32 on the CPU; `'bf16'` autocasts on CUDA or the CPU."
+def resolve_precision(precision:str='auto') -> str:
+    "What `precision` means on this machine, `'fp32'`, `'fp16'` or `'bf16'`: `'auto'` is fp16 on CUDA and fp32 on the CPU; `'fast'` is `'auto'` with bf16 on CPUs that have bfloat16 units."
     if precision not in PRECISIONS: raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
     cuda = torch.cuda.is_available()
+    if precision == 'fast': precision = 'bf16' if not cuda and native_bf16_cpu() else 'auto'
     if precision == 'auto': precision = 'fp16' if cuda else 'fp32'
     if precision == 'fp16' and not cuda: raise ValueError("precision='fp16' needs CUDA: on the CPU use 'bf16' or 'fp32'")
+    return precision
+
+def precision_callbacks(precision:str='auto') -> list:
+    "The mixed-precision callbacks of `resolve_precision(precision)`: none for fp32, fastai's `MixedPrecision` on CUDA, `CPUMixedPrecision` for bf16 on the CPU."
+    precision, cuda = resolve_precision(precision), torch.cuda.is_available()
     if precision == 'fp32': return []
     if precision == 'fp16': return [MixedPrecision()]
     return [MixedPrecision(amp_mode='bf16') if cuda else CPUMixedPrecision()]

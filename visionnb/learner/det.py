@@ -33,27 +33,39 @@ from ..det.gfl import gfl
 from ..det.paa import paa
 from ..det.cornernet import cornernet
 from ..metrics import coco_metrics
-from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
+from ..models.backbone import Backbone, PretrainedWeightsError, compare_state_dicts, read_state_dict
 from .cls import precision_callbacks
 
 # %% auto #0
-__all__ = ['DETECTORS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'POSTPROCESS_SETTINGS', 'create_detector', 'DetectionLoss',
-           'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback', 'TrainingError',
-           'NaNGuardCallback', 'det_splitter', 'DetLearner', 'det_learner', 'input_pipeline', 'detection_inputs',
-           'predict_detections', 'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
+__all__ = ['DETECTORS', 'BACKBONE_SETTINGS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'POSTPROCESS_SETTINGS', 'create_detector',
+           'DetectionLoss', 'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback', 'TrainingError',
+           'NaNGuardCallback', 'det_splitter', 'DetLearner', 'det_learner', 'drawing_order', 'input_pipeline',
+           'detection_inputs', 'image_tensor', 'expand_images', 'predict_detections', 'load_detector_weights',
+           'detector_config', 'export_detector', 'load_detector']
 
 # %% ../../nbs/42_learner_det.ipynb #224f0985
 DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl, paa=paa, cornernet=cornernet)
 
-def create_detector(arch, vocab, backbone='resnet50', pretrained=None, **kwargs) -> DenseDetector:
-    "The detector `arch` (a key of `DETECTORS`, such as `'fcos'`, or a `DenseDetector`) for the classes `vocab`; `model.config` records how it was built."
+BACKBONE_SETTINGS = ('frozen_stages', 'frozen_bn', 'norm_eval')
+
+def _built_backbone(backbone, pretrained, backbone_kwargs:dict, kwargs:dict) -> Backbone:
+    "A `Backbone` of `backbone_kwargs`, taking the backbone settings out of the factory's `kwargs` (the factory would not apply them to a built one)."
+    settings = {k: kwargs.pop(k) for k in BACKBONE_SETTINGS if k in kwargs}
+    return Backbone(backbone, pretrained=pretrained, **settings, **backbone_kwargs)
+
+def create_detector(arch, vocab, backbone='resnet50', pretrained=None, backbone_kwargs:dict|None=None, **kwargs) -> DenseDetector:
+    "The detector `arch` (a key of `DETECTORS`, such as `'fcos'`, or a `DenseDetector`) for the classes `vocab`, `backbone_kwargs` to its `Backbone`; `model.config` records how it was built."
     if isinstance(arch, nn.Module):
         if list(getattr(arch, 'vocab', vocab)) != list(vocab):
             raise ValueError(f"the model's classes {list(arch.vocab)} are not the data's {list(vocab)}: build the model with the data's vocab")
         return arch
     if arch not in DETECTORS: raise ValueError(f"unknown detector {arch!r}: use one of {list(DETECTORS)} or pass a DenseDetector")
+    config = dict(arch=arch, backbone=backbone, model_kwargs=dict(kwargs))   # no `pretrained`: the weights travel in the state dict
+    if backbone_kwargs:
+        config['backbone_kwargs'] = dict(backbone_kwargs)
+        backbone, pretrained = _built_backbone(backbone, pretrained, backbone_kwargs, kwargs), None
     model = DETECTORS[arch](list(vocab), backbone=backbone, pretrained=pretrained, **kwargs)
-    model.config = dict(arch=arch, backbone=backbone, model_kwargs=dict(kwargs))   # no `pretrained`: the weights travel in the state dict
+    model.config = config
     return model
 
 def _model_of(learn_or_model) -> nn.Module:
@@ -194,6 +206,12 @@ def det_learner(dls, arch='fcos', backbone='resnet50', pretrained=None, model_kw
     return learn
 
 # %% ../../nbs/42_learner_det.ipynb #77183289
+def drawing_order(prediction:dict, score_thresh:float=0.) -> dict:
+    "The detections of `prediction` scoring at least `score_thresh`, lowest score first: drawn in that order, the best box's label ends on top of the labels of weaker boxes at the same place."
+    keep = (prediction['scores'] >= score_thresh).nonzero()[:, 0]
+    order = keep[prediction['scores'][keep].argsort(stable=True)]
+    return {k: v[order].cpu() if isinstance(v, torch.Tensor) and len(v) == len(prediction['scores']) else v for k, v in prediction.items()}
+
 @patch
 def show_results(self:DetLearner, ds_idx:int=1, dl=None, max_n:int=4, score_thresh:float=0.3, shuffle:bool=False, figsize=None) -> Figure:
     "Ground truth (top row) above the predictions scoring at least `score_thresh` (bottom row) for `max_n` images of `dl` (default: `dls[ds_idx]`)."
@@ -207,7 +225,7 @@ def show_results(self:DetLearner, ds_idx:int=1, dl=None, max_n:int=4, score_thre
     axs = fig.subplots(2, n, squeeze=False)
     for i, (target, prediction) in enumerate(zip(targets, predictions)):
         (h, w), picture = target['size'], pictures[i].byte()
-        shown = {k: v[prediction['scores'] >= score_thresh].cpu() for k, v in prediction.items()}
+        shown = drawing_order(prediction, score_thresh)
         show_sample(picture[:, :h, :w], target, vocab, ax=axs[0, i], title=f"image {int(target['image_id'])}: ground truth")
         show_sample(picture[:, :h, :w], shown, vocab, ax=axs[1, i], title=f'predicted, score ≥ {score_thresh}')
         for text, score in zip(axs[1, i].texts, shown['scores'].tolist()): text.set_text(f'{text.get_text()} {score:.2f}')
@@ -237,7 +255,7 @@ def detection_inputs(images, size:int, pad_multiple:int=32, mean=imagenet_stats[
     return (batch - mean) / std, [tuple(r.shape[-2:]) for r in resized], [tuple(i.shape[-2:]) for i in images]
 
 # %% ../../nbs/42_learner_det.ipynb #0a163cd1
-def _image_tensor(item) -> tuple:
+def image_tensor(item) -> tuple:
     "`(uint8 [3, H, W], file or None)` of a path, PIL image, `H x W (x C)` array or `(C x) H x W` tensor (floats taken as 0-1)."
     if isinstance(item, (str, Path)): return TF.pil_to_tensor(load_image(item)), Path(item)
     if isinstance(item, Image.Image): return TF.pil_to_tensor(item.convert('RGB')), None
@@ -253,11 +271,11 @@ def _image_tensor(item) -> tuple:
     if image.is_floating_point(): image = (image.clamp(0, 1) * 255).round()
     return image.to(torch.uint8).contiguous(), None
 
-def _expand(items) -> list:
+def expand_images(items) -> list:
     "A flat list of images from one image, a folder, a batch tensor or array, or a list of those."
     if isinstance(items, (str, Path)) and Path(items).is_dir(): return sorted(get_image_files(items))
     if isinstance(items, (torch.Tensor, np.ndarray)) and items.ndim == 4: return list(items)
-    if isinstance(items, (list, tuple, L)): return [image for item in items for image in _expand(item)]
+    if isinstance(items, (list, tuple, L)): return [image for item in items for image in expand_images(item)]
     return [items]
 
 # %% ../../nbs/42_learner_det.ipynb #fa6c9506
@@ -279,10 +297,10 @@ def _keep(prediction:dict, keep:torch.Tensor) -> dict:
 def predict_detections(learn_or_model, items, size:int|None=None, bs:int=8, score_thresh:float|None=None) -> list[dict]:
     "Per image: `boxes` in its original pixels, `scores`, `labels`, class `names`, `file` and `orig_size`; for paths, a folder, PIL images, arrays or tensors."
     model, pipeline = _model_and_pipeline(learn_or_model, size)
-    device, vocab, images = next(model.parameters()).device, list(model.vocab), _expand(items)
+    device, vocab, images = next(model.parameters()).device, list(model.vocab), expand_images(items)
     results = []
     for start in range(0, len(images), bs):
-        loaded = [_image_tensor(item) for item in images[start:start + bs]]
+        loaded = [image_tensor(item) for item in images[start:start + bs]]
         batch, sizes, orig_sizes = detection_inputs([image for image, _ in loaded], **pipeline, device=device)
         for prediction, size_, orig_size, (_, file) in zip(model.predict(batch, sizes), sizes, orig_sizes, loaded):
             prediction = to_original({k: v.cpu() for k, v in prediction.items()}, size_, orig_size)
@@ -322,33 +340,34 @@ EXPORT_FORMAT, EXPORT_VERSION = 'visionnb.detector', 1
 POSTPROCESS_SETTINGS = ('score_thresh', 'nms_thresh', 'topk', 'max_detections')
 _PLAIN = (str, int, float, bool, type(None))
 
-def _check_plain(value, where:str='config'):
+def _check_plain(value, file=None, where:str='config'):
     "Raise an `ExportError` unless `value` is made of plain types only (what `torch.load(weights_only=True)` reads)."
     if isinstance(value, dict):
         for k, v in value.items():
-            if type(k) is not str: raise ExportError(f'{where} has the key {k!r} of type {type(k).__name__}: keys must be strings')
-            _check_plain(v, f'{where}.{k}')
+            if type(k) is not str: raise ExportError(file, f'{where} has the key {k!r} of type {type(k).__name__}: keys must be strings')
+            _check_plain(v, file, f'{where}.{k}')
     elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value): _check_plain(v, f'{where}[{i}]')
+        for i, v in enumerate(value): _check_plain(v, file, f'{where}[{i}]')
     elif type(value) not in _PLAIN:
-        raise ExportError(f'{where} is a {type(value).__name__} ({str(value)[:60]}); an export holds only strings, numbers, lists and dicts, so that '
-                          'load_detector reads it without unpickling code. Build the detector from names and plain arguments (e.g. backbone="resnet50", not a module)')
+        raise ExportError(file, f'{where} is a {type(value).__name__} ({str(value)[:60]}); an export holds only strings, numbers, lists and dicts, so that '
+                          'load_detector reads it without unpickling code', fix='Build the detector from names and plain arguments (e.g. backbone="resnet50", not a module)')
 
-def detector_config(learn_or_model, size:int|None=None) -> dict:
-    "The plain config that rebuilds a detector and its inputs: arch, backbone, model kwargs (with the current postprocess settings), vocab, input pipeline."
+def detector_config(learn_or_model, size:int|None=None, file=None) -> dict:
+    "The plain config that rebuilds a detector and its inputs: arch, backbone, model kwargs (with the current postprocess settings), vocab, input pipeline; errors name `file`."
     model, pipeline = _model_and_pipeline(learn_or_model, size)
     built = getattr(model, 'config', None)
-    if not built: raise ExportError(f'this {type(model).__name__} was not built by create_detector or det_learner, so nothing says how to rebuild it: '
-                                    "build it with det_learner(dls, arch='fcos', ...) or create_detector")
+    if not built: raise ExportError(file, f'this {type(model).__name__} was not built by create_detector or det_learner, so nothing says how to rebuild it',
+                                    fix="Build it with det_learner(dls, arch='fcos', ...) or create_detector")
     settings = {k: getattr(model, k) for k in POSTPROCESS_SETTINGS if hasattr(model, k)}   # as predicted with, edits included
     config = dict(format=EXPORT_FORMAT, version=EXPORT_VERSION, arch=built['arch'], backbone=built['backbone'],
-                  model_kwargs={**built['model_kwargs'], **settings}, vocab=list(model.vocab), **pipeline)
-    _check_plain(config)
+                  model_kwargs={**built['model_kwargs'], **settings}, vocab=list(model.vocab), **pipeline,
+                  **({'backbone_kwargs': built['backbone_kwargs']} if 'backbone_kwargs' in built else {}))
+    _check_plain(config, file)
     return config
 
 def export_detector(learn_or_model, path, size:int|None=None) -> Path:
     "Write the detector's weights and `detector_config` to `path` atomically (a temporary file, then `os.replace`); `load_detector` reads it."
-    config, path = detector_config(learn_or_model, size), Path(path)
+    config, path = detector_config(learn_or_model, size, path), Path(path)
     state = {k: v.detach().cpu() for k, v in _model_of(learn_or_model).state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
@@ -371,7 +390,7 @@ def load_detector(path) -> DenseDetector:
                                      fix='Build the detector with create_detector and load these weights with load_detector_weights(model, path)')
     if config['version'] > EXPORT_VERSION:
         raise PretrainedWeightsError(path, f"was written by a newer visionnb (export version {config['version']}, this one reads {EXPORT_VERSION})", fix='Update visionnb')
-    model = create_detector(config['arch'], config['vocab'], config['backbone'], **config['model_kwargs'])
+    model = create_detector(config['arch'], config['vocab'], config['backbone'], backbone_kwargs=config.get('backbone_kwargs'), **config['model_kwargs'])
     _load_state(model, saved['state_dict'], path)
     model.config = config
     return model.eval()
