@@ -166,7 +166,7 @@ def test_export_dynamic_onnx_agrees_with_pytorch(trained, home, tmp_path):
     assert result['onnx'] == str(out) and out.stat().st_size > 100_000 and result['vocab'] == trained[1]['settings']['vocab']
     assert result['input_shape'][1] == 3 and not any(isinstance(d, int) for d in (result['input_shape'][0], *result['input_shape'][2:]))
     check = result['check']
-    assert check['images'] == 8 and check['same_count'] == 1 and check['label_agreement'] == 1, check
+    assert check['images'] == 8 and check['count_agreement'] == 1 and check['label_agreement'] == 1, check
     assert check['box_diff'] < 1e-2 and check['score_diff'] < 1e-4, check
 
 

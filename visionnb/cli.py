@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['FORMATS', 'DATA_DEFAULTS', 'PRECISIONS', 'DETECTOR_NAMES', 'SHAPES_SIZE_NAMES', 'HALF_RESNET18', 'EPOCHS',
            'SHOWN_BY_COMMAND', 'read_source', 'cmd_shapes', 'cmd_check', 'cmd_convert', 'cmd_stats', 'cmd_quickstart',
            'data_spec', 'load_data', 'evaluate_detector', 'cmd_train', 'cmd_eval', 'draw_detections', 'cmd_predict',
-           'detection_agreement', 'cmd_export', 'make_parser', 'main']
+           'cmd_export', 'make_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #99a0373e
 FORMATS = ('coco', 'voc', 'yolo')
@@ -405,23 +405,9 @@ def cmd_predict(args) -> dict:
                 objects=sum(len(d['scores']) for d in detections), detections=detections, seconds=round(time.perf_counter() - t0, 1))
 
 # %% ../nbs/50_cli.ipynb #f630ab28
-def detection_agreement(expected:list[dict], found:list[dict]) -> dict:
-    "How far the detections `found` are from `expected` (lists of per-image predictions): images with equal counts, label agreement, largest box and score differences."
-    same_count, same_label, compared, box, score = 0, 0, 0, 0., 0.
-    for e, f in zip(expected, found):
-        same_count += len(e['scores']) == len(f['scores'])
-        n = min(len(e['scores']), len(f['scores']))
-        if not n: continue
-        compared += n
-        same_label += int((e['labels'][:n] == f['labels'][:n]).sum())
-        box = max(box, float((e['boxes'][:n] - f['boxes'][:n]).abs().max()))
-        score = max(score, float((e['scores'][:n] - f['scores'][:n]).abs().max()))
-    return dict(images=len(expected), detections=sum(len(e['scores']) for e in expected), same_count=same_count / max(len(expected), 1),
-                label_agreement=same_label / max(compared, 1), box_diff=round(box, 6), score_diff=round(score, 8))
-
 def cmd_export(args) -> dict:
     "Export a detector written by `train` to ONNX (decoding and NMS in the graph unless --raw); with --check, compare ONNX Runtime with PyTorch on images."
-    from visionnb.callbacks.export import export_onnx, OnnxModel
+    from visionnb.callbacks.export import export_onnx, OnnxModel, detection_agreement
     from visionnb.learner.det import predict_detections
     say, t0 = _say(args), time.perf_counter()
     model = _load_model(args.model).cpu()

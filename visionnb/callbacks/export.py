@@ -23,7 +23,7 @@ from ..learner.det import input_pipeline, detection_inputs, image_tensor, expand
 
 # %% auto #0
 __all__ = ['NonMaxSuppression', 'padded_detections', 'graph_nms', 'input_size', 'graph_clip', 'DetectionGraph', 'model_metadata',
-           'export_onnx', 'OnnxModel', 'onnx_parity']
+           'export_onnx', 'OnnxModel', 'detection_agreement', 'onnx_parity']
 
 # %% ../../nbs/45_export_onnx.ipynb #d8b3df30
 class NonMaxSuppression(torch.autograd.Function):
@@ -274,6 +274,20 @@ def _torch_outputs(model:nn.Module, images:torch.Tensor, kind:str):
             return dict(zip(graph.output_names, graph(images)))
         return dict(logits=model(images))
 
+def detection_agreement(expected:list[dict], found:list[dict]) -> dict:
+    "How far the detections `found` are from `expected` (lists of per-image predictions, best first): the share of images with as many detections, the share of equal labels and the largest box and score differences over the rows both have."
+    same_count, same_label, compared, box, score = 0, 0, 0, 0., 0.
+    for e, f in zip(expected, found):
+        same_count += len(e['scores']) == len(f['scores'])
+        n = min(len(e['scores']), len(f['scores']))
+        if not n: continue
+        compared += n
+        same_label += int((e['labels'][:n] == f['labels'][:n]).sum())
+        box = max(box, float((e['boxes'][:n] - f['boxes'][:n]).abs().max()))
+        score = max(score, float((e['scores'][:n] - f['scores'][:n]).abs().max()))
+    return dict(images=len(expected), detections=sum(len(e['scores']) for e in expected), count_agreement=same_count / max(len(expected), 1),
+                label_agreement=same_label / max(compared, 1), box_diff=box, score_diff=score)
+
 def onnx_parity(model, path, images:torch.Tensor, runs:int=5, threads:int|None=None) -> dict:
     "Compare the ONNX file `path` with the PyTorch `model` on the normalized batch `images` (whole images, no padding): largest differences, label agreement, median latency (ms)."
     model, runner = _unwrap(model).eval(), OnnxModel(path, threads)
@@ -281,15 +295,8 @@ def onnx_parity(model, path, images:torch.Tensor, runs:int=5, threads:int|None=N
     expected, found = _torch_outputs(model, images, kind), runner(images)
     report = dict(batch=len(images), size=tuple(images.shape[-2:]))
     if kind == 'detections':
-        box, score, same, total, counts = 0., 0., 0, 0, 0
-        for i, p in enumerate(expected):
-            n = min(len(p['boxes']), int(found['num_detections'][i]))
-            counts += len(p['boxes']) == int(found['num_detections'][i])
-            box = max(box, float((torch.from_numpy(found['boxes'][i, :n]) - p['boxes'][:n]).abs().max()) if n else 0.)
-            score = max(score, float((torch.from_numpy(found['scores'][i, :n]) - p['scores'][:n]).abs().max()) if n else 0.)
-            same, total = same + int((torch.from_numpy(found['labels'][i, :n]) == p['labels'][:n]).sum()), total + n
-        report.update(detections=int(found['num_detections'].sum()), count_agreement=counts / len(expected), box_diff=box, score_diff=score,
-                      label_agreement=same / max(total, 1))
+        rows = [{k: torch.from_numpy(found[k][i, :n]) for k in ('boxes', 'scores', 'labels')} for i, n in enumerate(found['num_detections'].tolist())]
+        report.update(detection_agreement(expected, rows), detections=int(found['num_detections'].sum()))
     else: report.update({f'{k}_diff': float((torch.from_numpy(found[k]) - v.float()).abs().max()) for k, v in expected.items()})
     with torch.no_grad():
         report['torch_ms'] = _median_ms(lambda: _torch_outputs(model, images, kind), runs)
