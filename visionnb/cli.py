@@ -245,8 +245,12 @@ def _last_losses(recorder) -> tuple[dict, list]:
     return losses, history
 
 def _model_kwargs(args) -> dict:
-    towers = {} if args.arch == 'cornernet' else dict(num_convs=args.convs)   # CornerNet's heads have no conv towers
-    return dict(channels=args.channels, **towers, **(dict(version=2) if args.arch == 'retinanet' else {}))
+    "The detector's arguments: width, tower depth (CornerNet's heads have no towers), RetinaNet v2, FCOS's level ranges, and the backbone's widths."
+    kwargs = dict(channels=args.channels, backbone_kwargs=_backbone_kwargs(args))
+    if args.arch != 'cornernet': kwargs['num_convs'] = args.convs
+    if args.arch == 'retinanet': kwargs['version'] = 2
+    if args.arch == 'fcos': kwargs['ranges'] = tuple(args.fcos_ranges)
+    return kwargs
 
 def _backbone_kwargs(args) -> dict:
     "`--widths`; by default half of ResNet-18's widths when it trains from scratch (a quarter of the compute), else the backbone's own."
@@ -260,22 +264,13 @@ def _image_size(args, spec:dict) -> int:
     from visionnb.data.shapes import SHAPES_SIZES
     return SHAPES_SIZES[spec['size']]['image_size']
 
-def _precision_name(precision:str) -> str:
-    from visionnb.learner.cls import resolve_precision
-    return resolve_precision(precision)
-
-def _set_fcos_ranges(model, ranges):
-    "Give an FCOS the per-level ranges `(low, high)` in strides (`scale_ranges`); only training's assignment reads them."
-    if not hasattr(model, 'level_bounds'): return
-    from visionnb.det.fcos import scale_ranges
-    model.level_bounds = scale_ranges(model.strides, *ranges).to(model.level_bounds.device)
-
 def cmd_train(args) -> dict:
     "Train a detector on the embedded shapes dataset or your own, and save it (model.pth), its metrics (metrics.json) and a predictions figure."
     import matplotlib; matplotlib.use('Agg')
     from fastai.torch_core import set_seed
     from visionnb.data.loaders import det_dls
     from visionnb.learner.det import det_learner, export_detector, load_detector
+    from visionnb.learner.cls import resolve_precision
     say, t0, out_dir = _say(args), time.perf_counter(), Path(args.out)
     spec = data_spec(args)
     data = load_data(spec, progress=not args.json, say=say)
@@ -283,12 +278,11 @@ def cmd_train(args) -> dict:
     size = _image_size(args, spec)
     set_seed(args.seed, reproducible=True)
     dls = det_dls(train, valid, size=size, bs=args.bs, num_workers=args.workers, scale=tuple(args.scale))
-    learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=args.precision,
-                        model_kwargs=dict(_model_kwargs(args), backbone_kwargs=_backbone_kwargs(args)))
-    _set_fcos_ranges(learn.model, args.fcos_ranges)
+    model_kwargs, precision = _model_kwargs(args), resolve_precision(args.precision)
+    learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=precision, model_kwargs=model_kwargs)
     if args.pretrained: learn.unfreeze()
     say(f"training {args.arch} ({args.backbone}, {args.channels} channels) at {size} px: {len(train)} train / {len(valid)} valid images, "
-        f"{args.epochs} epochs, lr {args.lr}, batch {args.bs}, {_precision_name(args.precision)}")
+        f"{args.epochs} epochs, lr {args.lr}, batch {args.bs}, {precision}")
     if args.json:
         with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(args.epochs, args.lr)
     else: learn.fit_one_cycle(args.epochs, args.lr)
@@ -298,10 +292,8 @@ def cmd_train(args) -> dict:
     metrics = evaluate_detector(model, valid, bs=args.bs, progress=not args.json)
     losses, history = _last_losses(learn.recorder)
     say(f"COCO box AP of {model_file} on {len(valid)} validation images:\n{_coco_table(metrics)}\n{_losses_table(losses)}")
-    settings = dict(arch=args.arch, backbone=args.backbone, backbone_kwargs=_backbone_kwargs(args),
-                    channels=args.channels, convs=_model_kwargs(args).get('num_convs'), pretrained=_absolute(args.pretrained), size=size,
-                    bs=args.bs, epochs=args.epochs, lr=args.lr, scale=list(args.scale), precision=_precision_name(args.precision), vocab=list(dls.vocab),
-                    **(dict(fcos_ranges=list(args.fcos_ranges)) if args.arch == 'fcos' else {}))
+    settings = dict(arch=args.arch, backbone=args.backbone, model_kwargs=model_kwargs, pretrained=_absolute(args.pretrained), size=size,
+                    bs=args.bs, epochs=args.epochs, lr=args.lr, scale=list(args.scale), precision=precision, vocab=list(dls.vocab))
     result = dict(model=str(model_file), figure=str(figure), metrics_file=str(out_dir/'metrics.json'), epochs=args.epochs,
                   seconds=round(time.perf_counter() - t0, 1), metrics=metrics, losses=losses, history=history, settings=settings,
                   data=dict(spec, images=dict(train=len(train), valid=len(valid)), objects=dict(train=train.num_objects, valid=valid.num_objects)),

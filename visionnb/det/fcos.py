@@ -110,13 +110,13 @@ class FCOSHead(nn.Module):
 
 # %% ../../nbs/22_det_fcos.ipynb #5fb82b32
 class FCOS(DenseDetector):
-    "FCOS: per location a class, l-t-r-b distances and a centerness; points at `(i + offset) * stride` (offset 0: torchvision's, 0.5: the paper's)."
+    "FCOS: per location a class, l-t-r-b distances and a centerness; points at `(i + offset) * stride` (offset 0: torchvision's, 0.5: the paper's); levels learn `scale_ranges(strides, *ranges)` unless `level_bounds` says."
     def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab, offset:float=0., center_radius:float=1.5,
-                 level_bounds=None, score_thresh:float=0.2, nms_thresh:float=0.6, topk:int=1000, max_detections:int=100):
+                 ranges:tuple=(4., 8.), level_bounds=None, score_thresh:float=0.2, nms_thresh:float=0.6, topk:int=1000, max_detections:int=100):
         super().__init__(backbone, neck, head, vocab)
         self.offset, self.center_radius = offset, center_radius
         self.score_thresh, self.nms_thresh, self.topk, self.max_detections = score_thresh, nms_thresh, topk, max_detections
-        bounds = scale_ranges(self.strides) if level_bounds is None else torch.as_tensor(level_bounds, dtype=torch.float32)
+        bounds = scale_ranges(self.strides, *ranges) if level_bounds is None else torch.as_tensor(level_bounds, dtype=torch.float32)
         if bounds.shape != (len(self.strides), 2): raise ValueError(f'level_bounds must be [{len(self.strides)}, 2] (one range per level), got {tuple(bounds.shape)}')
         self.register_buffer('level_bounds', bounds, persistent=False)   # moves with the model, stays out of the state dict
 
