@@ -30,6 +30,9 @@ from .det.cornernet import *
 from .metrics import *
 from .learner.det import *
 from .callbacks.export import *
+from .callbacks.training import *
+from .callbacks.distributed import *
+from .callbacks.cam import *
 
 # %% ../nbs/99_all.ipynb #f646c534
 __all__ = [name for name in dir() if not name.startswith('_')]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_cli.ipynb #84eb0d38
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, contextlib, json, os, sys, time
 from pathlib import Path
 
 # %% auto #0
@@ -270,22 +270,34 @@ def cmd_train(args) -> dict:
     from fastai.torch_core import set_seed
     from visionnb.data.loaders import det_dls
     from visionnb.learner.det import det_learner, export_detector, load_detector
+    from fastai.torch_core import num_distrib
     from visionnb.learner.cls import resolve_precision
-    say, t0, out_dir = _say(args), time.perf_counter(), Path(args.out)
+    from visionnb.callbacks.distributed import DistributedCallback, setup_distributed, teardown_distributed, global_batch_size
+    from visionnb.callbacks.training import training_callbacks
+    setup_distributed()
+    rank = _rank()
+    say, t0, out_dir = _say(args) if rank == 0 else (lambda *a, **k: None), time.perf_counter(), Path(args.out)
     spec = data_spec(args)
-    data = load_data(spec, progress=not args.json, say=say)
+    with _rank0_first(): data = load_data(spec, progress=not args.json and rank == 0, say=say)
     (train, train_report), (valid, valid_report) = data['train'], data['valid']
     size = _image_size(args, spec)
     set_seed(args.seed, reproducible=True)
     dls = det_dls(train, valid, size=size, bs=args.bs, num_workers=args.workers, scale=tuple(args.scale))
     model_kwargs, precision = _model_kwargs(args), resolve_precision(args.precision)
-    learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=precision, model_kwargs=model_kwargs)
+    checkpoints = out_dir/'checkpoints'
+    cbs = training_callbacks(checkpoints, ema=args.ema, clip=args.clip, monitor='AP', resume=args.resume) + [DistributedCallback()]
+    learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=precision, model_kwargs=model_kwargs, cbs=cbs)
     if args.pretrained: learn.unfreeze()
     say(f"training {args.arch} ({args.backbone}, {args.channels} channels) at {size} px: {len(train)} train / {len(valid)} valid images, "
-        f"{args.epochs} epochs, lr {args.lr}, batch {args.bs}, {precision}")
-    if args.json:
-        with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(args.epochs, args.lr)
-    else: learn.fit_one_cycle(args.epochs, args.lr)
+        f"{args.epochs} epochs, lr {args.lr}, batch {global_batch_size(args.bs)}, {precision}")
+    if args.resume: say(f"resuming from {checkpoints/'last.pth'}" if (checkpoints/'last.pth').exists() else f"no checkpoint in {checkpoints}: starting afresh")
+    with contextlib.ExitStack() as quiet:
+        if args.json or rank: quiet.enter_context(learn.no_bar()); quiet.enter_context(learn.no_logging())
+        if args.schedule == 'warmup-cosine': learn.fit_warmup_cosine(args.epochs, args.lr, warmup=args.warmup)
+        else: learn.fit_one_cycle(args.epochs, args.lr)
+    if rank:   # rank 0 writes the results
+        teardown_distributed()
+        return dict(rank=rank)
     model_file = export_detector(learn, out_dir/'model.pth')
     figure = _save_figure(learn.show_results(max_n=min(4, len(valid)), score_thresh=args.score_thresh), out_dir/'predictions.png')
     model = load_detector(model_file).to(next(learn.model.parameters()).device)
@@ -293,13 +305,29 @@ def cmd_train(args) -> dict:
     losses, history = _last_losses(learn.recorder)
     say(f"COCO box AP of {model_file} on {len(valid)} validation images:\n{_coco_table(metrics)}\n{_losses_table(losses)}")
     settings = dict(arch=args.arch, backbone=args.backbone, model_kwargs=model_kwargs, pretrained=_absolute(args.pretrained), size=size,
-                    bs=args.bs, epochs=args.epochs, lr=args.lr, scale=list(args.scale), precision=precision, vocab=list(dls.vocab))
+                    bs=args.bs, processes=max(num_distrib(), 1), epochs=args.epochs, lr=args.lr, schedule=args.schedule, ema=args.ema, clip=args.clip,
+                    scale=list(args.scale), precision=precision, vocab=list(dls.vocab))
     result = dict(model=str(model_file), figure=str(figure), metrics_file=str(out_dir/'metrics.json'), epochs=args.epochs,
                   seconds=round(time.perf_counter() - t0, 1), metrics=metrics, losses=losses, history=history, settings=settings,
                   data=dict(spec, images=dict(train=len(train), valid=len(valid)), objects=dict(train=train.num_objects, valid=valid.num_objects)),
                   check=dict(train=train_report.as_dict(), valid=valid_report.as_dict()))
+    result['checkpoints'] = dict(last=str(checkpoints/'last.pth'), best=str(checkpoints/'best.pth'), resumed_from_epoch=learn.training_checkpoint.resumed_from)
     _write_json(result, out_dir/'metrics.json')
+    teardown_distributed()
     return result
+
+def _rank() -> int:
+    from fastai.torch_core import rank_distrib
+    return rank_distrib()
+
+@contextlib.contextmanager
+def _rank0_first():
+    "Rank 0 runs the block first (it may generate and cache the dataset), the other processes after it."
+    import torch.distributed as dist
+    from visionnb.callbacks.distributed import is_distributed
+    if is_distributed() and _rank(): dist.barrier()
+    yield
+    if is_distributed() and not _rank(): dist.barrier()
 
 # %% ../nbs/50_cli.ipynb #8aaadb03
 def _load_model(path):
@@ -476,6 +504,12 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument('--scale', type=float, nargs=2, default=(0.8, 1.25), metavar=('LOW', 'HIGH'),
                    help='scale jitter of the training images (default: 0.8 1.25; longer runs gain from wider, e.g. 0.5 1.5)')
     m.add_argument('--workers', type=int, default=0, help='DataLoader worker processes (default: 0)')
+    m.add_argument('--schedule', choices=('one-cycle', 'warmup-cosine'), default='one-cycle', help='learning-rate schedule (default: one-cycle)')
+    m.add_argument('--warmup', type=float, default=0.05, help='warmup-cosine: fraction of training spent warming up (default: 0.05)')
+    m.add_argument('--ema', type=float, default=None, metavar='DECAY', help='keep an EMA of the weights with this decay (e.g. 0.9998), validate and save it (default: none)')
+    m.add_argument('--clip', type=float, default=None, metavar='NORM', help='clip the gradient norm (default: no clipping)')
+    m.add_argument('--resume', action='store_true', help='continue the interrupted run in --out from its checkpoints/last.pth (same arguments)')
+    m.add_argument('--nproc', type=int, default=1, help='processes of distributed data-parallel training on this machine, started by torchrun; --bs is per process (default: 1)')
     m.add_argument('--precision', choices=PRECISIONS, default='fast', help='fast (fp16 on CUDA, bf16 on CPUs with bfloat16 units, else fp32), auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16 (default: fast)')
     m.add_argument('--fcos-ranges', type=float, nargs=2, default=(2., 4.), metavar=('LOW', 'HIGH'),
                    help="FCOS: the largest l-t-r-b distance each level learns, in strides (default: 2 4; the paper's 4 8 suits 800-px images)")
@@ -513,15 +547,33 @@ def _print_human(result:dict, indent=''):
         if isinstance(v, dict): print(f"{indent}{k}:"); _print_human(v, indent + '  ')
         else: print(f"{indent}{k}: {v}")
 
+def _launch(nproc:int, argv:list) -> int:
+    "Run this command in `nproc` processes under torchrun (`torchrun --standalone --no-python visionnb ...`); each process sees `LOCAL_RANK`."
+    import shutil
+    from torch.distributed.run import main as torchrun
+    torchrun(['--standalone', f'--nproc-per-node={nproc}', '--no-python', shutil.which('visionnb') or sys.argv[0], *_without_nproc(argv)])
+    return 0
+
+def _without_nproc(argv:list) -> list:
+    "`argv` without `--nproc N` (torchrun's parser would take it for its own `--nproc-per-node`)."
+    out, skip = [], False
+    for a in argv:
+        if skip: skip = False
+        elif a == '--nproc': skip = True
+        elif not a.startswith('--nproc='): out.append(a)
+    return out
+
 def main(argv=None) -> int:
     "Entry point of the `visionnb` console script."
     args = make_parser().parse_args(argv)
+    if getattr(args, 'nproc', 1) > 1 and 'LOCAL_RANK' not in os.environ: return _launch(args.nproc, sys.argv[1:] if argv is None else list(argv))
     from visionnb.core import VisionnbError   # after parsing: `--help` does not wait for torch
     try: result = args.fn(args)
     except (VisionnbError, FileNotFoundError) as e:
         if args.json: print(json.dumps(dict(error=type(e).__name__, message=str(e))))
         else: print(f"visionnb {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    if result.get('rank'): return 0   # the processes of distributed training other than rank 0 print nothing
     if args.json: print(json.dumps(result, default=str))
     else: _print_human({k: v for k, v in result.items() if k not in SHOWN_BY_COMMAND})
     return 0

@@ -11,7 +11,7 @@ import torchvision.ops as tvops
 # %% auto #0
 __all__ = ['VisionnbError', 'DatasetError', 'ExportError', 'xyxy2xywh', 'xywh2xyxy', 'xyxy2cxcywh', 'cxcywh2xyxy',
            'normalize_boxes', 'denormalize_boxes', 'clip_boxes', 'box_area', 'valid_boxes', 'box_iou', 'box_giou',
-           'box_diou', 'box_ciou', 'check_target', 'torch_threads']
+           'box_diou', 'box_ciou', 'check_target', 'torch_threads', 'gather_objects']
 
 # %% ../nbs/00_core.ipynb #c2dd56b8
 class VisionnbError(Exception):
@@ -128,3 +128,12 @@ def torch_threads(n:int=1):
     torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(before)
+
+# %% ../nbs/00_core.ipynb #4774bc72
+def gather_objects(obj) -> list:
+    "`[obj of rank 0, obj of rank 1, ...]` from every process of the default process group (`torch.distributed.all_gather_object`); `[obj]` without one. Every process must call it."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -14,14 +14,15 @@ from fastcore.basics import patch
 from fastai.learner import Metric
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from .core import DatasetError
+from .core import DatasetError, gather_objects
 from .data.coco import records_to_coco
 from .data.core import Record, Records, encode_masks
 from .data.transforms import to_original
 
 # %% auto #0
 __all__ = ['IOU_TYPES', 'COCO_KEYS', 'coco_from_dict', 'coco_ground_truth', 'check_iou_type', 'image_results', 'coco_results',
-           'run_cocoeval', 'coco_evaluate', 'plot_precision_recall', 'CocoEvaluator', 'CocoMetric', 'coco_metrics']
+           'run_cocoeval', 'coco_evaluate', 'plot_precision_recall', 'CocoEvaluator', 'merge_results', 'CocoMetric',
+           'coco_metrics']
 
 # %% ../nbs/41_metrics_coco.ipynb #6dad5e27
 IOU_TYPES = ('bbox', 'segm')
@@ -167,7 +168,7 @@ class CocoEvaluator:
 
     def reset(self):
         "Forget the predictions collected so far."
-        self.results, self.batches, self._stats, self._last_pred = [], 0, None, None
+        self.results, self.images, self.batches, self._stats, self._last_pred = [], [], 0, None, None
 
     def ground_truth(self, dl) -> COCO:
         "The `COCO` ground truth of validation DataLoader `dl`: the one given, else built once from `dl.items` (its `Record`s)."
@@ -198,14 +199,28 @@ def accumulate(self:CocoEvaluator, learn):
         if image is None: raise ValueError(f'image id {image_id} of a validation target is not in the ground truth')
         prediction = to_original(prediction, target['size'], target['orig_size'])
         self.results += image_results(prediction, image_id, category_ids, self.iou_type, (image['height'], image['width']))
+        self.images.append(image_id)
     self.batches, self._stats = self.batches + 1, None
+
+# %% ../nbs/41_metrics_coco.ipynb #b1b54104
+def merge_results(parts) -> tuple[list, int]:
+    "The COCO results of `parts`, `(image ids, results)` per process, each image's taken from the first part that has it; and the number of images."
+    seen, merged = set(), []
+    for images, results in parts:
+        fresh = set(images) - seen
+        merged += [r for r in results if r['image_id'] in fresh]
+        seen |= fresh
+    return merged, len(seen)
 
 @patch(as_prop=True)
 def stats(self:CocoEvaluator) -> dict|None:
-    "The six COCO numbers of the predictions collected since `reset`, computed once (None before any validation batch)."
-    if not self.batches: return None
+    "The six COCO numbers of the predictions collected since `reset` by this process and, under distributed training, all others; computed once (None before any validation batch)."
     if self._stats is None:
-        self._stats = dict(zip(COCO_KEYS, map(float, run_cocoeval(self.results, self._truth, self.iou_type).stats[:6])))
+        results, images = merge_results(gather_objects((self.images, self.results)))
+        local = None
+        if images and self._truth is not None:
+            local = dict(zip(COCO_KEYS, map(float, run_cocoeval(results, self._truth, self.iou_type).stats[:6])))
+        self._stats = next((s for s in gather_objects(local) if s is not None), None)
     return self._stats
 
 # %% ../nbs/41_metrics_coco.ipynb #dd85df8d

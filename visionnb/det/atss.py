@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, conv_tower, flatten_levels, positive_pairs, predictor, pyramid
+from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, positive_pairs, predictor, pyramid
 from .retinanet import IGNORE, anchor_shapes, assign_max_iou, decode_boxes, grid_anchors
 from .fcos import assign_fcos, centerness, ltrb_distances, scale_ranges
 
@@ -110,7 +110,7 @@ def atss_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_la
     "Focal, centerness-weighted GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]` (`IGNORE`d anchors out of the focal loss)."
     anchors, logits = outputs['priors'], outputs['cls_logits']
     image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
-    at, positives = anchors[anchor], max(1, len(image))
+    at, positives = anchors[anchor], batch_normalizer(len(image))
     classes = torch.zeros_like(logits)
     classes[image, anchor, labels] = 1.
     focal = sigmoid_focal_loss(logits, classes, reduction='none').sum(-1) * (matched != IGNORE)
@@ -118,7 +118,7 @@ def atss_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_la
     giou = generalized_box_iou_loss(decode_boxes(outputs['bbox_regression'][image, anchor], at, box_weights), boxes, reduction='none', eps=1e-7)
     quality = nn.functional.binary_cross_entropy_with_logits(outputs['bbox_quality'][image, anchor, 0], target_centerness, reduction='sum')
     return dict(classification=focal.sum() / positives,
-                bbox_regression=box_loss_weight * (giou * target_centerness).sum() / target_centerness.sum().clamp(min=1.),
+                bbox_regression=box_loss_weight * (giou * target_centerness).sum() / batch_normalizer(target_centerness.sum()),
                 bbox_ctrness=quality / positives)
 
 # %% ../../nbs/23_det_atss.ipynb #10cf2335

@@ -7,13 +7,14 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 from torchvision.ops import batched_nms
 from ..models.backbone import Backbone
 from ..models.necks import FPN, PAFPN
 
 # %% auto #0
-__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs', 'at_most',
-           'top_candidates', 'clip_to_sizes', 'batched_detections', 'Detector', 'DenseDetector', 'pyramid',
+__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs', 'batch_normalizer',
+           'at_most', 'top_candidates', 'clip_to_sizes', 'batched_detections', 'Detector', 'DenseDetector', 'pyramid',
            'from_torchvision_keys']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
@@ -69,6 +70,16 @@ def positive_pairs(matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.
     image, prior = (matched >= 0).nonzero(as_tuple=True)
     index = matched[image, prior]
     return image, prior, gt_boxes[image, index], gt_labels[image, index]
+
+# %% ../../nbs/20_det_core.ipynb #a463a002
+def batch_normalizer(count):
+    "A loss normaliser: `count` (positives, summed weights), at least 1; in distributed training, the mean of `count` over all processes, so every process divides by the same number."
+    if not (torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return count.clamp(min=1) if torch.is_tensor(count) else max(1, count)
+    device = count.device if torch.is_tensor(count) else torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else None
+    total = torch.as_tensor(count, dtype=torch.float32, device=device).detach().clone()
+    dist.all_reduce(total)
+    return (total / dist.get_world_size()).clamp(min=1)
 
 # %% ../../nbs/20_det_core.ipynb #a46b7f7a
 def at_most(k:int, x:torch.Tensor, dim:int):

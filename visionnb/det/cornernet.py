@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
-from .core import Detector, at_most, batched_detections, clip_to_sizes, pyramid
+from .core import Detector, at_most, batch_normalizer, batched_detections, clip_to_sizes, pyramid
 
 # %% auto #0
 __all__ = ['TRACED_STEPS', 'POOLS', 'running_max', 'corner_pool', 'gaussian_radius', 'gaussian_heatmaps', 'corner_focal_loss',
@@ -216,8 +216,8 @@ class CornerNet(Detector):
             offset = offset + (smooth * gt_mask).sum()
             embeddings.append(gather_at(outputs[f'{corner}_embedding'], ys, xs)[..., 0].float())
         pull, push = pull_push_losses(*embeddings, gt_mask)
-        return dict(heatmap=focal / peaks.clamp(min=1), pull=self.pull_weight * pull, push=self.push_weight * push,
-                    offset=self.offset_weight * offset / gt_mask.sum().clamp(min=1))
+        return dict(heatmap=focal / batch_normalizer(peaks), pull=self.pull_weight * pull, push=self.push_weight * push,
+                    offset=self.offset_weight * offset / batch_normalizer(gt_mask.sum()))
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
         "Per-image detections: the best corner pairs (`decode_corners`) above `score_thresh`, clipped, class-wise NMS, `max_detections`."

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, conv_tower, flatten_levels, from_torchvision_keys, predictor, pyramid, positive_pairs
+from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, from_torchvision_keys, predictor, pyramid, positive_pairs
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
@@ -78,7 +78,7 @@ def fcos_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_la
     "Focal, GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]`, each summed and divided by the batch's positives."
     points, logits = outputs['priors'], outputs['cls_logits']
     image, point, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
-    at, positives = points[point], max(1, len(image))
+    at, positives = points[point], batch_normalizer(len(image))
     classes = torch.zeros_like(logits)
     classes[image, point, labels] = 1.
     predicted = fcos_decode(at, outputs['bbox_regression'][image, point])

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss
-from .core import DenseDetector, positive_pairs, pyramid
+from .core import DenseDetector, batch_normalizer, positive_pairs, pyramid
 from .fcos import fcos_decode, fcos_encode
 from .atss import ATSSHead, anchor_points, assign_atss, atss_anchors
 
@@ -63,10 +63,10 @@ def gfl_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_lab
     targets = torch.zeros_like(logits)
     targets[image, anchor, labels] = paired_iou(predicted.detach(), boxes).to(logits.dtype)
     weight = logits.detach()[image, anchor].float().sigmoid().amax(-1)
-    normalizer = weight.sum().clamp(min=1.)
+    normalizer = batch_normalizer(weight.sum())
     giou = generalized_box_iou_loss(predicted, boxes, reduction='none', eps=1e-7)
     dfl = distribution_focal_loss(box_logits.unflatten(-1, (4, reg_max + 1)), distance_targets(at, boxes, reg_max)).mean(-1)
-    return dict(classification=quality_focal_loss(logits, targets, beta).sum() / max(1, len(image)),
+    return dict(classification=quality_focal_loss(logits, targets, beta).sum() / batch_normalizer(len(image)),
                 bbox_regression=box_loss_weight * (giou * weight).sum() / normalizer,
                 bbox_dfl=dfl_weight * (dfl * weight).sum() / normalizer)
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batched_detections, positive_pairs, pyramid
+from .core import DenseDetector, batch_normalizer, batched_detections, positive_pairs, pyramid
 from .retinanet import assign_max_iou, decode_boxes
 from .atss import ATSSHead, atss_anchors
 from .gfl import paired_iou
@@ -120,7 +120,7 @@ def paa_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_lab
     "Focal, GIoU and IoU-prediction losses of the head `outputs` for the assignment `matched [B, N]`, each divided by the batch's positives."
     anchors, logits = outputs['priors'], outputs['cls_logits']
     image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
-    positives = max(1, len(image))
+    positives = batch_normalizer(len(image))
     classes = torch.zeros_like(logits)
     classes[image, anchor, labels] = 1.
     predicted = decode_boxes(outputs['bbox_regression'][image, anchor], anchors[anchor], box_weights)
