@@ -24,22 +24,18 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from ..det.core import Detector, DenseDetector
 from ..models.necks import FPN, PAFPN
+from ..learner.det import unwrap_model
 from ..data.shapes import SHAPE_CLASSES, render_scene
 
 # %% auto #0
-__all__ = ['CAM_METHODS', 'unwrap_model', 'cam_layers', 'target_layers', 'DetectionScores', 'DetectionTarget', 'cam_target',
-           'compute_cams', 'cam_overlay', 'cam_peak', 'show_cam', 'cam_figure', 'CAMInputs', 'cam_inputs',
-           'render_cams', 'CAMCallback', 'target_choices', 'explorer_state', 'render_cam_view', 'cam_explorer',
-           'shape_presence_data', 'pointing_game']
+__all__ = ['CAM_METHODS', 'cam_layers', 'target_layers', 'DetectionScores', 'DetectionTarget', 'cam_target', 'compute_cams',
+           'cam_overlay', 'cam_peak', 'show_cam', 'cam_figure', 'CAMInputs', 'cam_inputs', 'render_cams', 'CAMCallback',
+           'target_choices', 'explorer_state', 'render_cam_view', 'cam_explorer', 'shape_presence_data',
+           'pointing_game']
 
 # %% ../../nbs/46_callbacks_cam.ipynb #915cfbe4
 CAM_METHODS = {'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus, 'xgradcam': XGradCAM,
                'layercam': LayerCAM, 'scorecam': ScoreCAM, 'eigencam': EigenCAM}
-
-def unwrap_model(learn_or_model) -> nn.Module:
-    "The model of a learner or a model, unwrapped from DDP."
-    model = learn_or_model.model if isinstance(learn_or_model, Learner) else learn_or_model
-    return getattr(model, 'module', model)
 
 def _check_supported(model:nn.Module):
     if isinstance(model, Detector) and not isinstance(model, DenseDetector):

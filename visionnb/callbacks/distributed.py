@@ -5,6 +5,8 @@
 # %% ../../nbs/44_callbacks_distributed.ipynb #11616b3f
 from __future__ import annotations
 import os
+import random
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -15,6 +17,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL
 from fastai.torch_core import num_distrib, default_device, to_detach
+from ..learner.det import LossTermsCallback
 
 # %% auto #0
 __all__ = ['shard_indices', 'ShardedDL', 'is_distributed', 'setup_distributed', 'teardown_distributed', 'scaled_lr',
@@ -44,9 +47,7 @@ class ShardedDL(DistributedDL):
     def training(self) -> bool: return bool(self.dl.shuffle or self.dl.drop_last)
 
     def get_idxs(self):
-        indices = self._broadcast(list(self.dl.get_idxs()), 0)
-        self.n = len(indices)
-        return shard_indices(indices, self.rank, self.world_size, self.bs, self.training)
+        return shard_indices(self._broadcast(list(self.dl.get_idxs()), 0), self.rank, self.world_size, self.bs, self.training)
 
     def __len__(self):
         n = len(shard_indices(range(self.dl.n), self.rank, self.world_size, self.bs, self.training))
@@ -96,9 +97,9 @@ def reduce_averages(learn:Learner, phase:str):
     averages = [learn.recorder.loss] + list(learn.metrics) if phase == 'valid' else []
     for average in averages:
         if hasattr(average, 'total') and hasattr(average, 'count'): average.total, average.count = _sum_over_processes(average.total, average.count)
-    for cb in learn.cbs:
-        sums = getattr(cb, 'sums', {}).get(phase) if type(cb).__name__ == 'LossTermsCallback' else None
-        for term, (total, count) in sorted((sums or {}).items()): sums[term] = tuple(_sum_over_processes(total, count))
+    for cb in learn.cbs.filter(lambda cb: isinstance(cb, LossTermsCallback)):
+        sums = cb.sums.get(phase, {})
+        for term, (total, count) in sorted(sums.items()): sums[term] = tuple(_sum_over_processes(total, count))
 
 # %% ../../nbs/44_callbacks_distributed.ipynb #c179606d
 class DistributedCallback(Callback):
@@ -137,7 +138,6 @@ class DistributedCallback(Callback):
 
 def _offset_seeds(rank:int):
     "Give the generators of the process of `rank` (not 0, which keeps its stream) their own stream: the current seed plus `rank`."
-    import random, numpy as np
     seed = (torch.initial_seed() + rank) % 2**32
     torch.manual_seed(seed); random.seed(seed); np.random.seed(seed)
 

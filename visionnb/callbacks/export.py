@@ -19,7 +19,7 @@ from ..core import ExportError
 from ..det.core import Detector, DenseDetector, top_candidates
 from ..det.cornernet import CornerNet, decode_corners
 from ..data.transforms import PAD_FILL, to_original
-from ..learner.det import input_pipeline, detection_inputs, image_tensor, expand_images
+from ..learner.det import input_pipeline, detection_inputs, image_tensor, expand_images, unwrap_model
 
 # %% auto #0
 __all__ = ['NonMaxSuppression', 'padded_detections', 'graph_nms', 'input_size', 'graph_clip', 'DetectionGraph', 'model_metadata',
@@ -114,10 +114,6 @@ class DetectionGraph(nn.Module):
         return graph_nms(graph_clip(boxes, limits), scores, labels, m.score_thresh, m.nms_thresh, self.max_detections)
 
 # %% ../../nbs/45_export_onnx.ipynb #cdfecbc7
-def _unwrap(model_or_learner) -> nn.Module:
-    model = model_or_learner.model if isinstance(model_or_learner, Learner) else model_or_learner
-    return getattr(model, 'module', model)   # through DDP
-
 def _pipeline(model_or_learner, model:nn.Module) -> dict:
     "The input pipeline of a learner's DataLoaders or of a model's `config`, as far as known."
     if isinstance(model_or_learner, Learner):
@@ -131,7 +127,7 @@ def _pipeline(model_or_learner, model:nn.Module) -> dict:
 
 def model_metadata(model_or_learner, vocab=None) -> dict:
     "Plain metadata of a model or learner: `vocab` (class names), `arch`, `task` and the input pipeline (`size`, `pad_multiple`, `mean`, `std`)."
-    model = _unwrap(model_or_learner)
+    model = unwrap_model(model_or_learner)
     vocab = vocab if vocab is not None else getattr(model, 'vocab', None)
     if vocab is None and isinstance(model_or_learner, Learner): vocab = getattr(model_or_learner.dls, 'vocab', None)
     config = getattr(model, 'config', None) or {}
@@ -159,7 +155,7 @@ def export_onnx(model_or_learner, path, image_size=None, batch_size:int=1, dynam
     "Export a detector (with decoding and NMS unless `postprocess=False`) or classifier to the ONNX file `path`, with class names and input pipeline as metadata."
     path = Path(path)
     onnx = _require('onnx', path)
-    model = _unwrap(model_or_learner)
+    model = unwrap_model(model_or_learner)
     metadata = model_metadata(model_or_learner, vocab)
     height, width = _image_shape(image_size, metadata, path)
     if isinstance(model, Detector):
@@ -290,7 +286,7 @@ def detection_agreement(expected:list[dict], found:list[dict]) -> dict:
 
 def onnx_parity(model, path, images:torch.Tensor, runs:int=5, threads:int|None=None) -> dict:
     "Compare the ONNX file `path` with the PyTorch `model` on the normalized batch `images` (whole images, no padding): largest differences, label agreement, median latency (ms)."
-    model, runner = _unwrap(model).eval(), OnnxModel(path, threads)
+    model, runner = unwrap_model(model).eval(), OnnxModel(path, threads)
     kind = runner.metadata.get('outputs', 'logits')
     expected, found = _torch_outputs(model, images, kind), runner(images)
     report = dict(batch=len(images), size=tuple(images.shape[-2:]))

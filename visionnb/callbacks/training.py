@@ -21,7 +21,8 @@ from fastai.callback.tracker import TrackerCallback
 from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
 from fastai.callback.training import GradientClip
 from fastai.torch_core import rank_distrib
-from ..core import VisionnbError
+from ..core import VisionnbError, _message
+from ..learner.det import unwrap_model
 from ..learner.cls import precision_callbacks
 
 # %% auto #0
@@ -61,10 +62,6 @@ def ramped_ema(decay:float=0.9998, tau:float=2000.):
     return update
 
 # %% ../../nbs/43_callbacks_training.ipynb #f5753cc8
-def _unwrapped(model:nn.Module) -> nn.Module:
-    "The model inside a DDP or DataParallel wrapper, or `model`."
-    return getattr(model, 'module', model)
-
 class EMACallback(Callback):
     "An exponential moving average of the weights (`AveragedModel` with the ramped `ema_decay`), updated after every optimizer step; validation uses it, and after fit (`final=True`) the learner's model gets its weights."
     order = 55   # before TrainingCheckpoint, which restores the average in its before_fit
@@ -72,12 +69,13 @@ class EMACallback(Callback):
         self.decay, self.tau, self.final, self.average, self._training_model, self._skipped = decay, tau, final, None, None, False
 
     def before_fit(self):
-        if getattr(self.learn, 'lr_finder', None): return
-        self.average = AveragedModel(_unwrapped(self.learn.model), multi_avg_fn=ramped_ema(self.decay, self.tau), use_buffers=True)
+        self.run = not hasattr(self.learn, 'lr_finder')   # the finder's steps are not training
+        if not self.run: return
+        self.average = AveragedModel(unwrap_model(self.learn.model), multi_avg_fn=ramped_ema(self.decay, self.tau), use_buffers=True)
 
     def after_cancel_step(self): self._skipped = True   # float16 overflow: the weights did not change
     def after_step(self):
-        if not self._skipped: self.average.update_parameters(_unwrapped(self.learn.model))
+        if not self._skipped: self.average.update_parameters(unwrap_model(self.learn.model))
         self._skipped = False
 
     def before_validate(self):
@@ -91,7 +89,7 @@ class EMACallback(Callback):
     def after_fit(self):
         self.after_validate()   # an exception during validation still gives the training model back
         if self.final and self.average is not None and self.average.n_averaged > 0:
-            _unwrapped(self.learn.model).load_state_dict(self.average.module.state_dict())
+            unwrap_model(self.learn.model).load_state_dict(self.average.module.state_dict())
 
     def checkpoint_state(self) -> dict:
         "What a checkpoint keeps: the averaged weights and buffers, and the number of updates."
@@ -106,14 +104,14 @@ class EMACallback(Callback):
 def evaluated_model(learn:Learner) -> nn.Module:
     "The model that `learn` validates: the EMA of an `EMACallback` when it has one, else `learn.model` (unwrapped from DDP)."
     average = next((cb.average for cb in learn.cbs if isinstance(cb, EMACallback) and cb.average is not None), None)
-    return average.module if average is not None else _unwrapped(learn.model)
+    return average.module if average is not None else unwrap_model(learn.model)
 
 # %% ../../nbs/43_callbacks_training.ipynb #7b21f18b
 class CheckpointError(VisionnbError, RuntimeError):
     "A checkpoint cannot be read or does not fit the training it should continue; the message names the file and what to do."
     def __init__(self, file, problem:str, fix:str=''):
         self.file, self.problem, self.fix = file, problem, fix
-        super().__init__(f"{file}: {problem}" + (f". {fix}" if fix else ""))
+        super().__init__(_message(file, problem, fix=fix))
 
 def _sync_folder(folder:Path):
     "Make a rename inside `folder` durable (POSIX; Windows has no directory handles to sync)."
@@ -209,7 +207,7 @@ class TrainingCheckpoint(TrackerCallback):
         super().after_fit()
         if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()   # rank 0 has written
         if self.load_best and self.best_file.exists():
-            _unwrapped(self.learn.model).load_state_dict(load_checkpoint(self.best_file)['model'])
+            unwrap_model(self.learn.model).load_state_dict(load_checkpoint(self.best_file)['model'])
 
 # %% ../../nbs/43_callbacks_training.ipynb #0a1c2b51
 def _stateful(learn:Learner) -> dict:
@@ -226,7 +224,7 @@ def _history(recorder) -> dict:
 def state(self:TrainingCheckpoint) -> dict:
     "Everything training needs to continue after the current epoch."
     learn, scaler = self.learn, getattr(self.learn, 'scaler', None)
-    return dict(epoch=self.epoch, n_epoch=self.n_epoch, train_iter=learn.train_iter, model=_unwrapped(learn.model).state_dict(),
+    return dict(epoch=self.epoch, n_epoch=self.n_epoch, train_iter=learn.train_iter, model=unwrap_model(learn.model).state_dict(),
                 optimizer=plain_state(learn.opt.state_dict()), scaler=scaler.state_dict() if scaler is not None else {},
                 callbacks={name: cb.checkpoint_state() for name, cb in _stateful(learn).items()},
                 best=float(self.best), history=plain_state(_history(self.recorder)), rng=rng_states(learn.dls))
@@ -251,7 +249,7 @@ def _restore(self:TrainingCheckpoint, state:dict):
     learn, stateful = self.learn, _stateful(self.learn)
     missing = sorted(set(state['callbacks']) - set(stateful))
     if missing: raise CheckpointError(self.last, f"holds the state of callbacks {missing} that this learner lacks", fix='Add the same callbacks as the interrupted run')
-    _unwrapped(learn.model).load_state_dict(state['model'])
+    unwrap_model(learn.model).load_state_dict(state['model'])
     learn.opt.load_state_dict(state['optimizer'])
     if state['scaler'] and getattr(learn, 'scaler', None) is not None: learn.scaler.load_state_dict(state['scaler'])
     for name, cb_state in state['callbacks'].items(): stateful[name].load_checkpoint_state(cb_state)

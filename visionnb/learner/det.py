@@ -38,10 +38,10 @@ from .cls import precision_callbacks
 
 # %% auto #0
 __all__ = ['DETECTORS', 'BACKBONE_SETTINGS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'POSTPROCESS_SETTINGS', 'create_detector',
-           'DetectionLoss', 'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback', 'TrainingError',
-           'NaNGuardCallback', 'det_splitter', 'DetLearner', 'det_learner', 'drawing_order', 'input_pipeline',
-           'detection_inputs', 'image_tensor', 'expand_images', 'predict_detections', 'load_detector_weights',
-           'detector_config', 'export_detector', 'load_detector']
+           'unwrap_model', 'DetectionLoss', 'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback',
+           'TrainingError', 'NaNGuardCallback', 'det_splitter', 'DetLearner', 'det_learner', 'drawing_order',
+           'input_pipeline', 'detection_inputs', 'image_tensor', 'expand_images', 'predict_detections',
+           'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
 
 # %% ../../nbs/42_learner_det.ipynb #224f0985
 DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl, paa=paa, cornernet=cornernet)
@@ -68,8 +68,8 @@ def create_detector(arch, vocab, backbone='resnet50', pretrained=None, backbone_
     model.config = config
     return model
 
-def _model_of(learn_or_model) -> nn.Module:
-    "The detector of a learner or a model, unwrapped from DDP."
+def unwrap_model(learn_or_model) -> nn.Module:
+    "The model of a learner or a model, unwrapped from a DDP or DataParallel wrapper."
     model = learn_or_model.model if isinstance(learn_or_model, Learner) else learn_or_model
     return getattr(model, 'module', model)
 
@@ -180,7 +180,7 @@ class NaNGuardCallback(Callback):
 # %% ../../nbs/42_learner_det.ipynb #dbdde8fa
 def det_splitter(model:nn.Module) -> list[list]:
     "Two fastai parameter groups: the backbone, then neck and head; the parameters of the backbone's frozen stages are left out."
-    model = getattr(model, 'module', model)   # through DDP
+    model = unwrap_model(model)
     frozen = {id(p) for m in getattr(model.backbone, '_frozen', []) for p in m.parameters(recurse=False)}
     body = [p for p in model.backbone.parameters() if id(p) not in frozen]
     body_ids = {id(p) for p in model.backbone.parameters()}
@@ -217,7 +217,7 @@ def show_results(self:DetLearner, ds_idx:int=1, dl=None, max_n:int=4, score_thre
     "Ground truth (top row) above the predictions scoring at least `score_thresh` (bottom row) for `max_n` images of `dl` (default: `dls[ds_idx]`)."
     dl = ifnone(dl, self.dls[ds_idx]).new(shuffle=shuffle, bs=max_n, drop_last=False)
     images, targets = dl.one_batch()
-    model = _model_of(self)
+    model = unwrap_model(self)
     with torch.no_grad(): predictions = model.predict(images, [tuple(t['size']) for t in targets])
     pictures = dl.after_batch.decode((images,))[0].cpu()
     vocab, n = list(model.vocab), len(images)
@@ -281,7 +281,7 @@ def expand_images(items) -> list:
 # %% ../../nbs/42_learner_det.ipynb #fa6c9506
 def _model_and_pipeline(learn_or_model, size:int|None=None) -> tuple:
     "The (unwrapped) detector and its input pipeline settings, `size` overriding."
-    model = _model_of(learn_or_model)
+    model = unwrap_model(learn_or_model)
     if isinstance(learn_or_model, Learner): pipeline = input_pipeline(learn_or_model.dls)
     else:
         config = getattr(model, 'config', None) or {}
@@ -331,7 +331,7 @@ def _load_state(model:nn.Module, state:dict, file):
 
 def load_detector_weights(learn_or_model, path) -> nn.Module:
     "Load the detector weights in the local file `path` into a learner's model or a model; all keys must fit. Returns the model."
-    model = _model_of(learn_or_model)
+    model = unwrap_model(learn_or_model)
     _load_state(model, read_state_dict(path), path)
     return model
 
@@ -368,7 +368,7 @@ def detector_config(learn_or_model, size:int|None=None, file=None) -> dict:
 def export_detector(learn_or_model, path, size:int|None=None) -> Path:
     "Write the detector's weights and `detector_config` to `path` atomically (a temporary file, then `os.replace`); `load_detector` reads it."
     config, path = detector_config(learn_or_model, size, path), Path(path)
-    state = {k: v.detach().cpu() for k, v in _model_of(learn_or_model).state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in unwrap_model(learn_or_model).state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
