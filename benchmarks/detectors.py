@@ -1,4 +1,5 @@
-"""Training-step time and inference latency of visionnb's FCOS and RetinaNet against torchvision's, same weights, same run.
+"""Training-step time and inference latency of visionnb's FCOS and RetinaNet against torchvision's, same weights, same run; and the
+end-to-end latency of visionnb's SOLOv2 against torchvision's Mask R-CNN (the instance segmenter torchvision has), masks encoded as COCO RLE.
 
 Both sides get the same batch of random images of `--size` px (square, so torchvision's transform does not resize
 beyond its identity interpolation) and the same random targets. A training step is forward, loss, backward and an SGD step;
@@ -6,16 +7,22 @@ inference is normalization, forward and postprocessing (decode, NMS) in eval mod
 `--score-bias` so that, as with a trained model, many candidates pass the score threshold. The two models run alternately, after
 `--warmup` untimed runs each, and the table gives the median of `--runs` and the ratio ours / torchvision (below 1: ours faster).
 
+The SOLOv2 row: one image, forward, postprocess (matrix NMS, masks upsampled to the image) and `encode_masks` of every predicted mask, against
+Mask R-CNN-R50-FPN's forward (RPN, box head, mask head, pasting masks into the image) and the same encoding of its masks thresholded at 0.5.
+Both are random: SOLOv2's category bias and Mask R-CNN's box score threshold are set so that each returns its maximum of 100 instances.
+
     python benchmarks/detectors.py --size 512 --bs 2 --runs 10
 """
 import argparse, os, platform, statistics, time
 
 import torch
-from torchvision.models.detection import fcos_resnet50_fpn, retinanet_resnet50_fpn
+from torchvision.models.detection import fcos_resnet50_fpn, maskrcnn_resnet50_fpn, retinanet_resnet50_fpn
 
 from visionnb.core import torch_threads
 from visionnb.det.fcos import fcos_from_torchvision
 from visionnb.det.retinanet import retinanet_from_torchvision
+from visionnb.data.core import encode_masks
+from visionnb.seg.solov2 import solov2
 
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 CLASSES = 80
@@ -79,6 +86,25 @@ def pair(name:str, builder, converter, args) -> list[tuple]:
     return rows
 
 
+def segmentation_row(args) -> tuple:
+    "(case, ours, torchvision, instances of each) for SOLOv2-R50 against Mask R-CNN-R50, one image, masks encoded as RLE."
+    torch.manual_seed(0)
+    ours = solov2([str(i) for i in range(CLASSES)], 'resnet50').eval()
+    theirs = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=CLASSES + 1, min_size=args.size, max_size=args.size).eval()
+    with torch.no_grad(): ours.head.category.bias.fill_(-1.5)   # sigmoid(-1.5) = 0.18, above the 0.1 threshold: matrix NMS has work
+    theirs.roi_heads.score_thresh = 0.   # random softmax scores (about 1/81) would stay under 0.05 and leave the mask head idle
+    image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    found = {}
+    def our_run():
+        predictions = our_inference(ours, image)
+        found['ours'] = [encode_masks(p['masks'].numpy()) for p in predictions][0]
+    def their_run():
+        predictions = their_inference(theirs, image)
+        found['theirs'] = [encode_masks((p['masks'][:, 0] > 0.5).numpy()) for p in predictions][0]
+    times = alternate({'ours': our_run, 'theirs': their_run}, args.runs, args.warmup)
+    return ('SOLOv2-R50 vs Mask R-CNN-R50, inference + postprocess + RLE, batch 1', times['ours'], times['theirs'], len(found['ours']), len(found['theirs']))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--size', type=int, default=512)
@@ -92,9 +118,12 @@ def main():
     with torch_threads(args.threads):
         rows = pair('FCOS-R50-FPN', fcos_resnet50_fpn, fcos_from_torchvision, args)
         rows += pair('RetinaNet-R50-FPN', retinanet_resnet50_fpn, retinanet_from_torchvision, args)
+        segmentation = segmentation_row(args)
     print(f'visionnb vs torchvision detectors at {args.size} x {args.size} px, {CLASSES} classes, median of {args.runs} runs after {args.warmup} warm-up\n')
     print('| case | ours (s) | torchvision (s) | ratio |\n|---|---|---|---|')
     for case, ours, theirs in rows: print(f'| {case} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |')
+    case, ours, theirs, n_ours, n_theirs = segmentation
+    print(f'| {case} ({n_ours} and {n_theirs} instances) | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} |')
     print(f'\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads')
 
 

@@ -7,6 +7,14 @@ same normalized batch of `--size` px, `--threads` intra-op threads each; the two
 and the table gives the median of `--runs` and the ratio ONNX Runtime / PyTorch (below 1: ONNX Runtime faster).
 
     python benchmarks/export.py --size 640 --runs 10 --threads 2
+
+Where TensorRT and a CUDA GPU are present, a second table: the same FCOS on the GPU, PyTorch eager FP32 against TensorRT engines in
+FP32, FP16 and INT8 (calibrated on `--calibration-batches` batches of shapes images, NMS by TensorRT's EfficientNMS_TRT plugin), each
+synchronized, median of `--runs`. With `--detector FILE` (a detector file from `visionnb train`), a third table gives the COCO AP of that
+trained detector on the embedded shapes validation set (`--shapes`), eager against each engine, with its latency at its own size.
+Elsewhere the output says in one line why the TensorRT rows are absent.
+
+    python benchmarks/export.py --size 640 --runs 50 --detector models/gfl.pth
 """
 import argparse, os, platform, statistics, tempfile, time
 from pathlib import Path
@@ -15,7 +23,67 @@ import torch
 
 from visionnb.core import torch_threads
 from visionnb.learner.det import create_detector
-from visionnb.callbacks.export import OnnxModel, export_onnx, onnx_parity
+from visionnb.callbacks.export import (OnnxModel, TensorRTModel, TENSORRT_PRECISIONS, detection_agreement, export_onnx, export_tensorrt, onnx_parity,
+                                       tensorrt_status)
+
+
+def _gpu_ms(fn, runs:int, warmup:int) -> float:
+    "Median milliseconds of `fn`, each run waited for on the GPU."
+    for _ in range(warmup): fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter(); fn(); torch.cuda.synchronize(); times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def shapes_batches(split:str, size:int, bs:int, shapes:str, limit:int):
+    "Normalized batches of the embedded shapes images (the detector input pipeline at `size`), for INT8 calibration."
+    from visionnb.data.shapes import shapes_records
+    from visionnb.learner.det import detection_inputs, image_tensor
+    files = [r.file for r in shapes_records(shapes, split)][:bs * limit]
+    return [detection_inputs([image_tensor(f)[0] for f in files[i:i + bs]], size=size)[0] for i in range(0, len(files), bs)]
+
+
+def tensorrt_rows(model, images, args, folder:Path) -> list[tuple]:
+    "Rows (case, ms, speed-up over eager, agreement) of eager FP32 and each TensorRT precision on `images` (random-weight FCOS)."
+    model, images = model.cuda(), images.cuda()
+    eager_ms = _gpu_ms(lambda: model.predict(images), args.runs, args.warmup)
+    rows, expected = [('PyTorch eager FP32', eager_ms, 1., '')], [{k: v.cpu() for k, v in p.items()} for p in model.predict(images)]
+    calibration = shapes_batches('train', args.size, args.bs, args.shapes, args.calibration_batches)
+    for precision in TENSORRT_PRECISIONS:
+        status = tensorrt_status(precision)
+        if status: rows.append((f'TensorRT {precision}', float('nan'), float('nan'), f'not built: {status}')); continue
+        engine = export_tensorrt(model, folder / f'fcos_{precision}.engine', precision, calibration, image_size=args.size, batch_size=args.bs)
+        runner = TensorRTModel(engine)
+        ms = _gpu_ms(lambda: runner(images), args.runs, args.warmup)
+        found = runner(images)
+        agreement = detection_agreement(expected, [{k: found[k][i, :n].cpu() for k in ('boxes', 'scores', 'labels')} for i, n in enumerate(found['num_detections'].tolist())])
+        rows.append((f'TensorRT {precision}', ms, eager_ms / ms, f"labels {agreement['label_agreement']:.3f}, boxes {agreement['box_diff']:.2f} px"))
+    return rows
+
+
+def ap_rows(args, folder:Path) -> list[tuple]:
+    "Rows (case, AP, AP50, ms per batch) of the trained detector `--detector` on the shapes validation set, eager FP32 and each engine."
+    from visionnb.data.shapes import shapes_records
+    from visionnb.learner.det import load_detector, predict_detections
+    from visionnb.metrics import coco_evaluate
+    model = load_detector(args.detector).cuda().eval()
+    records = shapes_records(args.shapes, 'valid')
+    files, size = [r.file for r in records], model.config['size']
+    batch = shapes_batches('valid', size, args.bs, args.shapes, 1)[0].cuda()
+    evaluate = lambda predictions: coco_evaluate({r.image_id: p for r, p in zip(records, predictions)}, records)
+    scores = evaluate(predict_detections(model, files, bs=8))
+    rows = [('PyTorch eager FP32', scores['AP'], scores['AP50'], _gpu_ms(lambda: model.predict(batch), args.runs, args.warmup))]
+    calibration = shapes_batches('train', size, 8, args.shapes, args.calibration_batches)
+    for precision in TENSORRT_PRECISIONS:
+        if tensorrt_status(precision): continue
+        engine = export_tensorrt(model, folder / f'trained_{precision}.engine', precision, calibration, dynamic=True,
+                                 opt_shape=(args.bs, size, size), max_shape=(8, size, size))
+        runner = TensorRTModel(engine)
+        scores = evaluate(runner.predict(files, bs=8))
+        rows.append((f'TensorRT {precision}', scores['AP'], scores['AP50'], _gpu_ms(lambda: runner(batch), args.runs, args.warmup)))
+    return rows
 
 
 def main():
@@ -26,6 +94,9 @@ def main():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=os.cpu_count())
     parser.add_argument('--score-bias', type=float, default=-2.)
+    parser.add_argument('--detector', help='a trained detector file (visionnb train) for the AP table on the GPU')
+    parser.add_argument('--shapes', default='quick', help='embedded shapes set for calibration and AP')
+    parser.add_argument('--calibration-batches', type=int, default=16)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = create_detector('fcos', [f'class{i}' for i in range(80)], 'resnet50').eval()
@@ -53,6 +124,22 @@ def main():
     print(f'| predict incl. postprocess | {torch_ms:.1f} | {onnx_ms:.1f} | {onnx_ms / torch_ms:.2f} |')
     print(f"\nparity: {parity['detections']} detections, count agreement {parity['count_agreement']:.2f}, label agreement "
           f"{parity['label_agreement']:.3f}, max box diff {parity['box_diff']:.2e} px, max score diff {parity['score_diff']:.2e}")
+    status = tensorrt_status()
+    if status is not None:
+        print(f'\nTensorRT rows absent: {status}')
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        rows = tensorrt_rows(model, images, args, Path(folder))
+        print(f'\nGPU: {torch.cuda.get_device_name()}, TensorRT {__import__("tensorrt").__version__}; same model, {args.size} px, batch {args.bs}, '
+              f'median of {args.runs} synchronized runs after {args.warmup} warm-up\n')
+        print('| case | latency (ms) | speed-up over eager FP32 | agreement with eager |')
+        print('|---|---|---|---|')
+        for case, ms, speedup, agreement in rows: print(f'| {case} | {ms:.2f} | {speedup:.2f} | {agreement} |')
+        if args.detector:
+            print(f'\n{args.detector} on shapes {args.shapes!r} valid (COCO AP; latency of a batch of {args.bs} at its own size)\n')
+            print('| case | AP | AP50 | latency (ms) |')
+            print('|---|---|---|---|')
+            for case, ap, ap50, ms in ap_rows(args, Path(folder)): print(f'| {case} | {ap:.3f} | {ap50:.3f} | {ms:.2f} |')
 
 
 if __name__ == '__main__': main()

@@ -2,6 +2,8 @@
 import json, os, subprocess
 from pathlib import Path
 import pytest
+from visionnb.data.shapes import shapes_records
+from visionnb.learner.det import export_detector, load_detector
 
 BCCD = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'bccd'
 COMMANDS = ['quickstart', 'shapes', 'check', 'check-data', 'convert', 'stats', 'train', 'eval', 'predict', 'export']
@@ -183,3 +185,26 @@ def test_check_data_is_check(trained, home):
     args = [shapes / 'annotations' / 'valid.json', '--img-dir', shapes / 'images', '--json']
     a, b = json.loads(run('check', *args).stdout), json.loads(run('check-data', *args).stdout)
     assert a == b and a['images_out'] == 8
+
+
+def test_train_solov2_evaluates_and_predicts_masks(home, tmp_path):
+    out = tmp_path / 'solo'
+    r = run('train', *TINY_TRAIN, '--arch', 'solov2', '--out', out, '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert list(result['metrics']) == ['mask_' + k for k in COCO_KEYS] + COCO_KEYS
+    assert set(result['losses']['valid']) == {'loss', 'classification', 'mask'}
+    assert result['settings']['model_kwargs']['num_grids'] == [24, 20, 16, 12, 8]
+    r = run('eval', out / 'model.pth', '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)['metrics'] == pytest.approx(result['metrics'], abs=1e-6)
+    # one epoch leaves every score under the thresholds: lowered, they travel in the export (its postprocess settings)
+    model = load_detector(out / 'model.pth')
+    model.score_thresh = model.update_thresh = 0.
+    export_detector(model, tmp_path / 'open.pth')
+    image = shapes_records('tiny', 'valid')[0].file
+    r = run('predict', tmp_path / 'open.pth', image, '--score-thresh', '0', '--out', tmp_path / 'pred', '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    found = json.loads((tmp_path / 'pred' / 'predictions.json').read_text())['images'][0]
+    assert len(found['segmentations']) == len(found['boxes']) > 0
+    assert all(s['size'] == [found['height'], found['width']] for s in found['segmentations'])

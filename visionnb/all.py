@@ -27,6 +27,8 @@ from .det.atss import *
 from .det.gfl import *
 from .det.paa import *
 from .det.cornernet import *
+from .seg.matrix_nms import *
+from .seg.solov2 import *
 from .metrics import *
 from .learner.det import *
 from .callbacks.export import *

@@ -8,10 +8,10 @@ import argparse, contextlib, json, os, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FORMATS', 'DATA_DEFAULTS', 'PRECISIONS', 'DETECTOR_NAMES', 'SHAPES_SIZE_NAMES', 'HALF_RESNET18', 'EPOCHS',
-           'SHOWN_BY_COMMAND', 'read_source', 'cmd_shapes', 'cmd_check', 'cmd_convert', 'cmd_stats', 'cmd_quickstart',
-           'data_spec', 'load_data', 'evaluate_detector', 'cmd_train', 'cmd_eval', 'draw_detections', 'cmd_predict',
-           'cmd_export', 'make_parser', 'main']
+__all__ = ['FORMATS', 'DATA_DEFAULTS', 'PRECISIONS', 'DETECTOR_NAMES', 'MASK_ARCHS', 'SOLO_SMALL_IMAGES', 'SHAPES_SIZE_NAMES',
+           'HALF_RESNET18', 'EPOCHS', 'SHOWN_BY_COMMAND', 'read_source', 'cmd_shapes', 'cmd_check', 'cmd_convert',
+           'cmd_stats', 'cmd_quickstart', 'data_spec', 'load_data', 'evaluate_detector', 'cmd_train', 'cmd_eval',
+           'draw_detections', 'cmd_predict', 'cmd_export', 'make_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #99a0373e
 FORMATS = ('coco', 'voc', 'yolo')
@@ -206,12 +206,14 @@ def _chunks(n:int, bs:int, progress:bool=False):
     return progress_bar(starts, leave=False) if progress and len(starts) > 1 else starts
 
 def evaluate_detector(model, records, bs:int=8, size:int|None=None, progress:bool=False) -> dict:
-    "COCO AP, AP50, AP75, APs, APm, APl of an exported `model` on `records`, predicted from their image files by `predict_detections`."
+    "COCO AP, AP50, AP75, APs, APm, APl of an exported `model` on `records`, predicted from their image files by `predict_detections`; for a model that predicts masks, the six mask numbers (`mask_AP`, ...) first."
     from visionnb.learner.det import predict_detections
     from visionnb.metrics import coco_evaluate
     files = [rec.file for rec in records]
     predictions = [p for s in _chunks(len(files), bs, progress) for p in predict_detections(model, files[s:s + bs], size=size, bs=bs)]
-    return coco_evaluate({rec.image_id: p for rec, p in zip(records, predictions)}, records)
+    by_image = {rec.image_id: p for rec, p in zip(records, predictions)}
+    masks = {f'mask_{k}': v for k, v in coco_evaluate(by_image, records, 'segm').items()} if getattr(model, 'predicts_masks', False) else {}
+    return {**masks, **coco_evaluate(by_image, records)}
 
 def _coco_table(metrics:dict) -> str:
     return '  '.join(f'{k:>6}' for k in metrics) + '\n' + '  '.join(f'{v:6.3f}' for v in metrics.values())
@@ -245,9 +247,10 @@ def _last_losses(recorder) -> tuple[dict, list]:
     return losses, history
 
 def _model_kwargs(args) -> dict:
-    "The detector's arguments: width, tower depth (CornerNet's heads have no towers), RetinaNet v2, FCOS's level ranges, and the backbone's widths."
+    "The detector's arguments: width, tower depth (CornerNet's heads have no towers), RetinaNet v2, FCOS's level ranges, SOLOv2's widths and grids, and the backbone's widths."
     kwargs = dict(channels=args.channels, backbone_kwargs=_backbone_kwargs(args))
     if args.arch != 'cornernet': kwargs['num_convs'] = args.convs
+    if args.arch == 'solov2': kwargs.update(head_channels=args.channels, mask_channels=args.channels, kernel_channels=args.channels, **SOLO_SMALL_IMAGES)
     if args.arch == 'retinanet': kwargs['version'] = 2
     if args.arch == 'fcos': kwargs['ranges'] = tuple(args.fcos_ranges)
     return kwargs
@@ -282,10 +285,11 @@ def cmd_train(args) -> dict:
     (train, train_report), (valid, valid_report) = data['train'], data['valid']
     size = _image_size(args, spec)
     set_seed(args.seed, reproducible=True)
-    dls = det_dls(train, valid, size=size, bs=args.bs, num_workers=args.workers, scale=tuple(args.scale))
+    masks = args.arch in MASK_ARCHS
+    dls = det_dls(train, valid, size=size, bs=args.bs, num_workers=args.workers, scale=tuple(args.scale), masks=masks)
     model_kwargs, precision = _model_kwargs(args), resolve_precision(args.precision)
     checkpoints = out_dir/'checkpoints'
-    cbs = training_callbacks(checkpoints, ema=args.ema, clip=args.clip, monitor='AP', resume=args.resume) + [DistributedCallback()]
+    cbs = training_callbacks(checkpoints, ema=args.ema, clip=args.clip, monitor='mask_AP' if masks else 'AP', resume=args.resume) + [DistributedCallback()]
     learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=precision, model_kwargs=model_kwargs, cbs=cbs)
     if args.pretrained: learn.unfreeze()
     say(f"training {args.arch} ({args.backbone}, {args.channels} channels) at {size} px: {len(train)} train / {len(valid)} valid images, "
@@ -303,7 +307,7 @@ def cmd_train(args) -> dict:
     model = load_detector(model_file).to(next(learn.model.parameters()).device)
     metrics = evaluate_detector(model, valid, bs=args.bs, progress=not args.json)
     losses, history = _last_losses(learn.recorder)
-    say(f"COCO box AP of {model_file} on {len(valid)} validation images:\n{_coco_table(metrics)}\n{_losses_table(losses)}")
+    say(f"COCO AP of {model_file} on {len(valid)} validation images:\n{_coco_table(metrics)}\n{_losses_table(losses)}")
     settings = dict(arch=args.arch, backbone=args.backbone, model_kwargs=model_kwargs, pretrained=_absolute(args.pretrained), size=size,
                     bs=args.bs, processes=max(num_distrib(), 1), epochs=args.epochs, lr=args.lr, schedule=args.schedule, ema=args.ema, clip=args.clip,
                     scale=list(args.scale), precision=precision, vocab=list(dls.vocab))
@@ -357,7 +361,7 @@ def cmd_eval(args) -> dict:
     valid, report = load_data(spec, parts=('valid',), vocab=model.vocab, progress=not args.json, say=say)['valid']
     bs = args.bs or recorded.get('settings', {}).get('bs', 8)
     metrics = evaluate_detector(model, valid, bs=bs, size=args.size, progress=not args.json)
-    say(f"COCO box AP of {args.model} on {len(valid)} images:\n{_coco_table(metrics)}")
+    say(f"COCO AP of {args.model} on {len(valid)} images:\n{_coco_table(metrics)}")
     return dict(model=str(args.model), data=spec, images=len(valid), objects=valid.num_objects, bs=bs, metrics=metrics,
                 check=dict(valid=report.as_dict()), seconds=round(time.perf_counter() - t0, 1))
 
@@ -386,7 +390,7 @@ def _png_names(files) -> list[str]:
     return names
 
 def draw_detections(file, prediction:dict, vocab, title:str|None=None):
-    "A figure of the image `file` with the boxes of `prediction` (original pixels), labelled with class name and score."
+    "A figure of the image `file` with the boxes (and masks) of `prediction` (original pixels), labelled with class name and score."
     from matplotlib.figure import Figure
     from torchvision.transforms.v2 import functional as TF
     from visionnb.data.core import load_image
@@ -396,14 +400,17 @@ def draw_detections(file, prediction:dict, vocab, title:str|None=None):
     height, width = image.shape[-2:]
     fig = Figure(figsize=(6, max(2., 6 * height / width)), layout='constrained')
     prediction = drawing_order(prediction)
-    ax = show_sample(image, prediction, vocab, ax=fig.subplots(), show_masks=False, title=title)
+    ax = show_sample(image, prediction, vocab, ax=fig.subplots(), title=title)
     for text, score in zip(ax.texts, prediction['scores'].tolist()): text.set_text(f'{text.get_text()} {score:.2f}')
     return fig
 
 def _detections(file, png, prediction:dict) -> dict:
+    "One image's entry of predictions.json; masks, when the model predicts them, as COCO RLE (`segmentations`)."
+    from visionnb.data.core import encode_masks
     h, w = prediction['orig_size']
+    masks = {'segmentations': encode_masks(prediction['masks'].numpy())} if 'masks' in prediction else {}
     return dict(file=str(file), png=str(png), height=int(h), width=int(w), boxes=[[round(v, 2) for v in b] for b in prediction['boxes'].tolist()],
-                scores=[round(s, 4) for s in prediction['scores'].tolist()], labels=prediction['labels'].tolist(), names=prediction['names'])
+                scores=[round(s, 4) for s in prediction['scores'].tolist()], labels=prediction['labels'].tolist(), names=prediction['names'], **masks)
 
 def cmd_predict(args) -> dict:
     "Detect objects in images (files or folders) with an exported detector; write one annotated PNG per image and predictions.json."
@@ -449,7 +456,10 @@ def cmd_export(args) -> dict:
 # %% ../nbs/50_cli.ipynb #ab6963e2
 # copies of visionnb.learner.cls.PRECISIONS, the keys of visionnb.learner.det.DETECTORS and of visionnb.data.shapes.SHAPES_SIZES: `--help` stays free of torch
 PRECISIONS = ('auto', 'fast', 'fp32', 'fp16', 'bf16')
-DETECTOR_NAMES = ('fcos', 'retinanet', 'atss', 'gfl', 'paa', 'cornernet')
+DETECTOR_NAMES = ('fcos', 'retinanet', 'atss', 'gfl', 'paa', 'cornernet', 'solov2')
+MASK_ARCHS = ('solov2',)   # trained on instance masks, evaluated on masks and boxes
+# SOLOv2's grids and object-size ranges for the embedded dataset's images of 160-320 px: half the paper's ranges (made for ~800 px), coarser grids
+SOLO_SMALL_IMAGES = dict(num_grids=(24, 20, 16, 12, 8), scale_ranges=((0.5, 48.), (24., 96.), (48., 192.), (96., 384.), (192., 1024.)))
 SHAPES_SIZE_NAMES = ('tiny', 'quick', 'small', 'default')
 HALF_RESNET18 = (32, 64, 128, 256)
 EPOCHS = 20   # the main job: about 7 minutes on a 2-core CPU with bfloat16 units

@@ -21,8 +21,8 @@ from .data.transforms import to_original
 
 # %% auto #0
 __all__ = ['IOU_TYPES', 'COCO_KEYS', 'coco_from_dict', 'coco_ground_truth', 'check_iou_type', 'image_results', 'coco_results',
-           'run_cocoeval', 'coco_evaluate', 'plot_precision_recall', 'CocoEvaluator', 'merge_results', 'CocoMetric',
-           'coco_metrics']
+           'run_cocoeval', 'coco_evaluate', 'plot_precision_recall', 'CocoEvaluator', 'batch_predictions',
+           'merge_results', 'CocoMetric', 'coco_metrics']
 
 # %% ../nbs/41_metrics_coco.ipynb #6dad5e27
 IOU_TYPES = ('bbox', 'segm')
@@ -183,21 +183,29 @@ class CocoEvaluator:
         return self._truth
 
 # %% ../nbs/41_metrics_coco.ipynb #192c916e
+def batch_predictions(learn, postprocess) -> list[dict]:
+    "The predictions of `learn`'s current batch by `postprocess`, in the original images' pixels; computed once per batch and `postprocess`, so that box and mask evaluators of one model share them."
+    cached = getattr(learn, '_coco_predictions', None)
+    if cached is not None and cached[0] is learn.pred and cached[1] == postprocess: return cached[2]
+    targets = learn.yb[0]
+    with torch.no_grad(): predictions = postprocess(learn.pred, [tuple(t['size']) for t in targets])
+    if len(predictions) != len(targets): raise ValueError(f'postprocess returned {len(predictions)} predictions for {len(targets)} images')
+    predictions = [to_original(p, t['size'], t['orig_size']) for p, t in zip(predictions, targets)]
+    learn._coco_predictions = (learn.pred, postprocess, predictions)
+    return predictions
+
 @patch
 def accumulate(self:CocoEvaluator, learn):
     "Add the predictions of the current validation batch of `learn` (once per batch, whichever metric asks first)."
     if learn.training or learn.pred is self._last_pred: return
     self._last_pred, targets = learn.pred, learn.yb[0]
     truth = self.ground_truth(learn.dl)
-    postprocess = self.postprocess or _postprocess_of(learn.model)
-    with torch.no_grad(): predictions = postprocess(learn.pred, [tuple(t['size']) for t in targets])
-    if len(predictions) != len(targets): raise ValueError(f'postprocess returned {len(predictions)} predictions for {len(targets)} images')
+    predictions = batch_predictions(learn, self.postprocess or _postprocess_of(learn.model))
     category_ids = sorted(truth.getCatIds())
     for prediction, target in zip(predictions, targets):
         image_id = int(target['image_id'])
         image = truth.imgs.get(image_id)
         if image is None: raise ValueError(f'image id {image_id} of a validation target is not in the ground truth')
-        prediction = to_original(prediction, target['size'], target['orig_size'])
         self.results += image_results(prediction, image_id, category_ids, self.iou_type, (image['height'], image['width']))
         self.images.append(image_id)
     self.batches, self._stats = self.batches + 1, None

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/42_learner_det.ipynb #4e85f532
 from __future__ import annotations
-import os
+import inspect, os
 from pathlib import Path
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from ..det.atss import atss
 from ..det.gfl import gfl
 from ..det.paa import paa
 from ..det.cornernet import cornernet
+from ..seg.solov2 import solov2
 from ..metrics import coco_metrics
 from ..models.backbone import Backbone, PretrainedWeightsError, compare_state_dicts, read_state_dict
 from .cls import precision_callbacks
@@ -44,13 +45,15 @@ __all__ = ['DETECTORS', 'BACKBONE_SETTINGS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 
            'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
 
 # %% ../../nbs/42_learner_det.ipynb #224f0985
-DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl, paa=paa, cornernet=cornernet)
+DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl, paa=paa, cornernet=cornernet, solov2=solov2)
 
 BACKBONE_SETTINGS = ('frozen_stages', 'frozen_bn', 'norm_eval')
 
-def _built_backbone(backbone, pretrained, backbone_kwargs:dict, kwargs:dict) -> Backbone:
-    "A `Backbone` of `backbone_kwargs`, taking the backbone settings out of the factory's `kwargs` (the factory would not apply them to a built one)."
+def _built_backbone(factory, backbone, pretrained, backbone_kwargs:dict, kwargs:dict) -> Backbone:
+    "A `Backbone` of `backbone_kwargs`, taking the backbone settings out of the factory's `kwargs` (the factory would not apply them to a built one), at the levels the factory's `out_indices` asks for."
     settings = {k: kwargs.pop(k) for k in BACKBONE_SETTINGS if k in kwargs}
+    levels = inspect.signature(factory).parameters.get('out_indices')   # SOLOv2 reads C2-C5, the others their default C3-C5
+    if levels is not None: settings['out_indices'] = kwargs.pop('out_indices', levels.default)
     return Backbone(backbone, pretrained=pretrained, **settings, **backbone_kwargs)
 
 def create_detector(arch, vocab, backbone='resnet50', pretrained=None, backbone_kwargs:dict|None=None, **kwargs) -> DenseDetector:
@@ -63,7 +66,7 @@ def create_detector(arch, vocab, backbone='resnet50', pretrained=None, backbone_
     config = dict(arch=arch, backbone=backbone, model_kwargs=dict(kwargs))   # no `pretrained`: the weights travel in the state dict
     if backbone_kwargs:
         config['backbone_kwargs'] = dict(backbone_kwargs)
-        backbone, pretrained = _built_backbone(backbone, pretrained, backbone_kwargs, kwargs), None
+        backbone, pretrained = _built_backbone(DETECTORS[arch], backbone, pretrained, backbone_kwargs, kwargs), None
     model = DETECTORS[arch](list(vocab), backbone=backbone, pretrained=pretrained, **kwargs)
     model.config = config
     return model
@@ -93,12 +96,14 @@ class ImageAvgLoss(AvgLoss):
 # %% ../../nbs/42_learner_det.ipynb #c1548791
 @torch.no_grad()
 def loss_term_names(model:nn.Module) -> list[str]:
-    "The names of the terms `model.loss` returns, from one forward pass on a blank 64x256 image with one object (in eval mode)."
+    "The names of the terms `model.loss` returns, from one forward pass on a blank 64x256 image with one object and its mask (in eval mode)."
     training, device = model.training, next(model.parameters()).device
     model.eval()
     try:
         # 256 px wide: the coarsest level (stride 128) still has 2 positions, which GroupNorm needs at narrow widths
-        target = dict(boxes=torch.tensor([[8., 8., 56., 56.]], device=device), labels=torch.zeros(1, dtype=torch.int64, device=device))
+        mask = torch.zeros(1, 64, 256, dtype=torch.uint8, device=device)
+        mask[:, 8:56, 8:56] = 1   # for the models that learn masks; the others ignore it
+        target = dict(boxes=torch.tensor([[8., 8., 56., 56.]], device=device), labels=torch.zeros(1, dtype=torch.int64, device=device), masks=mask)
         return list(model.loss(model(torch.zeros(1, 3, 64, 256, device=device)), [target]))
     finally: model.train(training)
 
@@ -197,7 +202,7 @@ def det_learner(dls, arch='fcos', backbone='resnet50', pretrained=None, model_kw
     model = create_detector(arch, dls.vocab, backbone, pretrained, **(model_kwargs or {}))
     if isinstance(metrics, str):
         if metrics != 'coco': raise ValueError(f"metrics={metrics!r}: use 'coco', None or a list of fastai metrics")
-        metrics = coco_metrics()
+        metrics = coco_metrics(iou_type='segm') + coco_metrics('AP') if getattr(model, 'predicts_masks', False) else coco_metrics()
     cbs = L(cbs)
     cbs += [cb() for cb in (LossTermsCallback, NaNGuardCallback) if not any(isinstance(c, cb) for c in cbs)]
     learn = DetLearner(dls, model, loss_func=DetectionLoss(model), metrics=metrics, splitter=splitter,
@@ -226,7 +231,8 @@ def show_results(self:DetLearner, ds_idx:int=1, dl=None, max_n:int=4, score_thre
     for i, (target, prediction) in enumerate(zip(targets, predictions)):
         (h, w), picture = target['size'], pictures[i].byte()
         shown = drawing_order(prediction, score_thresh)
-        show_sample(picture[:, :h, :w], target, vocab, ax=axs[0, i], title=f"image {int(target['image_id'])}: ground truth")
+        truth = dict(target, masks=target['masks'][:, :h, :w]) if 'masks' in target else target   # padded to the batch, like the picture
+        show_sample(picture[:, :h, :w], truth, vocab, ax=axs[0, i], title=f"image {int(target['image_id'])}: ground truth")
         show_sample(picture[:, :h, :w], shown, vocab, ax=axs[1, i], title=f'predicted, score ≥ {score_thresh}')
         for text, score in zip(axs[1, i].texts, shown['scores'].tolist()): text.set_text(f'{text.get_text()} {score:.2f}')
     return fig
@@ -337,7 +343,7 @@ def load_detector_weights(learn_or_model, path) -> nn.Module:
 
 # %% ../../nbs/42_learner_det.ipynb #944b74c4
 EXPORT_FORMAT, EXPORT_VERSION = 'visionnb.detector', 1
-POSTPROCESS_SETTINGS = ('score_thresh', 'nms_thresh', 'topk', 'max_detections')
+POSTPROCESS_SETTINGS = ('score_thresh', 'nms_thresh', 'topk', 'max_detections', 'mask_thresh', 'nms_pre', 'update_thresh', 'nms_kernel', 'nms_sigma')
 _PLAIN = (str, int, float, bool, type(None))
 
 def _check_plain(value, file=None, where:str='config'):
