@@ -26,3 +26,10 @@ def test_readme_is_generated_from_index_notebook():
     spec = importlib.util.spec_from_file_location('readme', ROOT / '.ci' / 'readme.py')
     readme = importlib.util.module_from_spec(spec); spec.loader.exec_module(readme)
     assert (ROOT / 'README.md').read_text() == readme.render(), 'README.md is stale: run python .ci/readme.py'
+
+
+def test_home_page_links_every_notebook():
+    linked = set(re.findall(r'\]\(([\w.-]+\.ipynb)\)', (ROOT / 'README.md').read_text()))
+    notebooks = {p.name for p in (ROOT / 'nbs').glob('*.ipynb')} - {'index.ipynb'}
+    assert notebooks - linked == set(), f'the home page (nbs/index.ipynb) does not link {sorted(notebooks - linked)}'
+    assert linked - notebooks == set(), f'the home page links notebooks that do not exist: {sorted(linked - notebooks)}'

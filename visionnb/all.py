@@ -35,6 +35,7 @@ from .callbacks.export import *
 from .callbacks.training import *
 from .callbacks.distributed import *
 from .callbacks.cam import *
+from .tools.explorers import *
 
 # %% ../nbs/99_all.ipynb #f646c534
 __all__ = [name for name in dir() if not name.startswith('_')]
