@@ -36,6 +36,7 @@ from .callbacks.training import *
 from .callbacks.distributed import *
 from .callbacks.cam import *
 from .tools.explorers import *
+from .tools.analysis import *
 
 # %% ../nbs/99_all.ipynb #f646c534
 __all__ = [name for name in dir() if not name.startswith('_')]

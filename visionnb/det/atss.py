@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, positive_pairs, predictor, pyramid
+from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, image_prior_weight, positive_pairs, predictor, pyramid, weighted_sum
 from .retinanet import IGNORE, anchor_shapes, assign_max_iou, decode_boxes, grid_anchors
 from .fcos import assign_fcos, centerness, ltrb_distances, scale_ranges
 
@@ -106,20 +106,22 @@ class ATSSHead(nn.Module):
 
 # %% ../../nbs/23_det_atss.ipynb #4bda1f8a
 def atss_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, box_weights=(10., 10., 5., 5.),
-                box_loss_weight:float=2.) -> dict:
-    "Focal, centerness-weighted GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]` (`IGNORE`d anchors out of the focal loss)."
+                box_loss_weight:float=2., prior_weight:torch.Tensor|None=None) -> dict:
+    "Focal, centerness-weighted GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]` (`IGNORE`d anchors out of the focal loss; sums weighted by `prior_weight [N]`)."
     anchors, logits = outputs['priors'], outputs['cls_logits']
     image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
     at, positives = anchors[anchor], batch_normalizer(len(image))
+    weight = image_prior_weight(prior_weight, matched)
+    at_positives = None if weight is None else weight[image, anchor]
     classes = torch.zeros_like(logits)
     classes[image, anchor, labels] = 1.
     focal = sigmoid_focal_loss(logits, classes, reduction='none').sum(-1) * (matched != IGNORE)
     target_centerness = centerness(ltrb_distances(box_centers(at), boxes).clamp(min=0))
     giou = generalized_box_iou_loss(decode_boxes(outputs['bbox_regression'][image, anchor], at, box_weights), boxes, reduction='none', eps=1e-7)
-    quality = nn.functional.binary_cross_entropy_with_logits(outputs['bbox_quality'][image, anchor, 0], target_centerness, reduction='sum')
-    return dict(classification=focal.sum() / positives,
-                bbox_regression=box_loss_weight * (giou * target_centerness).sum() / batch_normalizer(target_centerness.sum()),
-                bbox_ctrness=quality / positives)
+    quality = nn.functional.binary_cross_entropy_with_logits(outputs['bbox_quality'][image, anchor, 0], target_centerness, reduction='none')
+    return dict(classification=weighted_sum(focal, weight) / positives,
+                bbox_regression=box_loss_weight * weighted_sum(giou * target_centerness, at_positives) / batch_normalizer(target_centerness.sum()),
+                bbox_ctrness=weighted_sum(quality, at_positives) / positives)
 
 # %% ../../nbs/23_det_atss.ipynb #10cf2335
 class ATSS(DenseDetector):
@@ -141,10 +143,10 @@ class ATSS(DenseDetector):
         "`[B, N]` index of the padded ground-truth box each anchor learns (-1 background, `IGNORE` for max-IoU's band)."
         return assign_anchors(self.assigner, outputs['priors'], outputs['level_counts'].tolist(), self.strides, gt_boxes, gt_mask, self.num_candidates)
 
-    def loss(self, outputs:dict, targets) -> dict:
+    def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_ctrness'}` of the batch (`atss_losses`)."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
-        return atss_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.box_weights, self.box_loss_weight)
+        return atss_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.box_weights, self.box_loss_weight, prior_weight)
 
     def scoring(self, outputs:dict) -> tuple:
         "`(scores, decode)`: score `sigmoid(class) * sigmoid(centerness)`; boxes decoded from the deltas of their anchors."

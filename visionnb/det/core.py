@@ -14,8 +14,8 @@ from ..models.necks import FPN, PAFPN
 
 # %% auto #0
 __all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs', 'batch_normalizer',
-           'at_most', 'top_candidates', 'clip_to_sizes', 'batched_detections', 'Detector', 'DenseDetector', 'pyramid',
-           'from_torchvision_keys']
+           'weighted_sum', 'image_prior_weight', 'at_most', 'top_candidates', 'clip_to_sizes', 'batched_detections',
+           'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
 def _norm(kind:str|None, channels:int, groups:int=32) -> list[nn.Module]:
@@ -81,6 +81,16 @@ def batch_normalizer(count):
     dist.all_reduce(total)
     return (total / dist.get_world_size()).clamp(min=1)
 
+# %% ../../nbs/20_det_core.ipynb #3a67b48c
+def weighted_sum(losses:torch.Tensor, weight:torch.Tensor|None=None) -> torch.Tensor:
+    "`losses.sum()`, each loss first multiplied by `weight` (matching the leading dimensions of `losses`, broadcast over the others); None: a plain sum."
+    if weight is None: return losses.sum()
+    return (losses * weight.reshape(weight.shape + (1,) * (losses.dim() - weight.dim()))).sum()
+
+def image_prior_weight(prior_weight:torch.Tensor|None, matched:torch.Tensor) -> torch.Tensor|None:
+    "`prior_weight [N]` expanded to the assignment's `[B, N]`, so that `weight[image, prior]` picks the weight of each positive; None stays None."
+    return None if prior_weight is None else prior_weight.to(matched.device).expand(matched.shape)
+
 # %% ../../nbs/20_det_core.ipynb #a46b7f7a
 def at_most(k:int, x:torch.Tensor, dim:int):
     "`min(k, x.shape[dim])`: a Python `min` eagerly, a clamp of the shape in the graph while tracing (a Python `min` would freeze the traced size)."
@@ -126,8 +136,8 @@ class Detector(nn.Module):
     @property
     def num_classes(self) -> int: return len(self.vocab)
 
-    def loss(self, outputs:dict, targets) -> dict:
-        "Named loss terms for `outputs` and the batch's target dicts (boxes in input pixels, labels)."
+    def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
+        "Named loss terms for `outputs` and the batch's target dicts (boxes in input pixels, labels); `prior_weight [N]` weighs each prior's part (`weighted_sum`)."
         raise NotImplementedError
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, from_torchvision_keys, predictor, pyramid, positive_pairs
+from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, from_torchvision_keys, image_prior_weight, predictor, pyramid, positive_pairs, weighted_sum
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
@@ -74,18 +74,20 @@ def centerness(ltrb:torch.Tensor) -> torch.Tensor:
     return torch.sqrt(lr.amin(-1) / lr.amax(-1) * tb.amin(-1) / tb.amax(-1))
 
 # %% ../../nbs/22_det_fcos.ipynb #b53c89b8
-def fcos_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor) -> dict:
-    "Focal, GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]`, each summed and divided by the batch's positives."
+def fcos_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, prior_weight:torch.Tensor|None=None) -> dict:
+    "Focal, GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]`, each summed (weighted by `prior_weight [N]`) and divided by the batch's positives."
     points, logits = outputs['priors'], outputs['cls_logits']
     image, point, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
     at, positives = points[point], batch_normalizer(len(image))
+    weight = image_prior_weight(prior_weight, matched)
+    at_positives = None if weight is None else weight[image, point]
     classes = torch.zeros_like(logits)
     classes[image, point, labels] = 1.
     predicted = fcos_decode(at, outputs['bbox_regression'][image, point])
-    ctrness = F.binary_cross_entropy_with_logits(outputs['bbox_ctrness'][image, point, 0], centerness(fcos_encode(at, boxes)), reduction='sum')
-    return dict(classification=sigmoid_focal_loss(logits, classes, reduction='sum') / positives,
-                bbox_regression=generalized_box_iou_loss(predicted, boxes, reduction='sum') / positives,
-                bbox_ctrness=ctrness / positives)
+    ctrness = F.binary_cross_entropy_with_logits(outputs['bbox_ctrness'][image, point, 0], centerness(fcos_encode(at, boxes)), reduction='none')
+    return dict(classification=weighted_sum(sigmoid_focal_loss(logits, classes, reduction='none'), weight) / positives,
+                bbox_regression=weighted_sum(generalized_box_iou_loss(predicted, boxes, reduction='none'), at_positives) / positives,
+                bbox_ctrness=weighted_sum(ctrness, at_positives) / positives)
 
 # %% ../../nbs/22_det_fcos.ipynb #c4c44092
 class FCOSHead(nn.Module):
@@ -128,10 +130,10 @@ class FCOS(DenseDetector):
         "`[B, N]` index of the padded ground-truth box each point learns, -1 for background (`assign_fcos`)."
         return assign_fcos(outputs['priors'], outputs['level_counts'], self.level_bounds, gt_boxes, gt_mask, self.center_radius)
 
-    def loss(self, outputs:dict, targets) -> dict:
+    def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_ctrness'}`: focal, GIoU and centerness BCE, each per positive location of the batch."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
-        return fcos_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels)
+        return fcos_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, prior_weight)
 
     def scoring(self, outputs:dict) -> tuple:
         "`(scores, decode)`: score `sqrt(sigmoid(class) * sigmoid(centerness))`; boxes decoded from the distances to their points."

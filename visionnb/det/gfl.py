@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss
-from .core import DenseDetector, batch_normalizer, positive_pairs, pyramid
+from .core import DenseDetector, batch_normalizer, image_prior_weight, positive_pairs, pyramid, weighted_sum
 from .fcos import fcos_decode, fcos_encode
 from .atss import ATSSHead, anchor_points, assign_atss, atss_anchors
 
@@ -54,8 +54,8 @@ def paired_iou(boxes1:torch.Tensor, boxes2:torch.Tensor, eps:float=1e-6) -> torc
 
 # %% ../../nbs/24_det_gfl.ipynb #0b07cac8
 def gfl_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, points:torch.Tensor, reg_max:int=16,
-               beta:float=2., dfl_weight:float=0.25, box_loss_weight:float=2.) -> dict:
-    "QFL, score-weighted GIoU and DFL of the head `outputs` for the assignment `matched [B, N]`, at anchor `points [N, 3]` (`x, y, stride`)."
+               beta:float=2., dfl_weight:float=0.25, box_loss_weight:float=2., prior_weight:torch.Tensor|None=None) -> dict:
+    "QFL, score-weighted GIoU and DFL of the head `outputs` for the assignment `matched [B, N]`, at anchor `points [N, 3]` (`x, y, stride`); sums weighted by `prior_weight [N]`."
     logits = outputs['cls_logits']
     image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
     at, box_logits = points[anchor], outputs['bbox_regression'][image, anchor]
@@ -66,9 +66,11 @@ def gfl_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_lab
     normalizer = batch_normalizer(weight.sum())
     giou = generalized_box_iou_loss(predicted, boxes, reduction='none', eps=1e-7)
     dfl = distribution_focal_loss(box_logits.unflatten(-1, (4, reg_max + 1)), distance_targets(at, boxes, reg_max)).mean(-1)
-    return dict(classification=quality_focal_loss(logits, targets, beta).sum() / batch_normalizer(len(image)),
-                bbox_regression=box_loss_weight * (giou * weight).sum() / normalizer,
-                bbox_dfl=dfl_weight * (dfl * weight).sum() / normalizer)
+    per_prior = image_prior_weight(prior_weight, matched)
+    at_positives = None if per_prior is None else per_prior[image, anchor]
+    return dict(classification=weighted_sum(quality_focal_loss(logits, targets, beta), per_prior) / batch_normalizer(len(image)),
+                bbox_regression=box_loss_weight * weighted_sum(giou * weight, at_positives) / normalizer,
+                bbox_dfl=dfl_weight * weighted_sum(dfl * weight, at_positives) / normalizer)
 
 # %% ../../nbs/24_det_gfl.ipynb #6ae6ff53
 class GFL(DenseDetector):
@@ -96,11 +98,11 @@ class GFL(DenseDetector):
         "`[B, N]` index of the padded ground-truth box each anchor learns, -1 for background (`assign_atss`)."
         return assign_atss(outputs['priors'], outputs['level_counts'].tolist(), gt_boxes, gt_mask, self.num_candidates)
 
-    def loss(self, outputs:dict, targets) -> dict:
+    def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_dfl'}` of the batch (`gfl_losses`)."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         return gfl_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.points(outputs), self.reg_max,
-                          self.beta, self.dfl_weight, self.box_loss_weight)
+                          self.beta, self.dfl_weight, self.box_loss_weight, prior_weight)
 
     def scoring(self, outputs:dict) -> tuple:
         "`(scores, decode)`: score `sigmoid(class)` (the joint class-IoU score); boxes the integrals of their distributions, from their anchors' centres."

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, batched_detections, positive_pairs, pyramid
+from .core import DenseDetector, batch_normalizer, batched_detections, image_prior_weight, positive_pairs, pyramid, weighted_sum
 from .retinanet import assign_max_iou, decode_boxes
 from .atss import ATSSHead, atss_anchors
 from .gfl import paired_iou
@@ -116,19 +116,21 @@ def score_voting(detections:dict, boxes:torch.Tensor, scores:torch.Tensor, label
 
 # %% ../../nbs/25_det_paa.ipynb #cfcc84dd
 def paa_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, box_weights=(10., 10., 5., 5.),
-               box_loss_weight:float=1.3, iou_loss_weight:float=0.5) -> dict:
-    "Focal, GIoU and IoU-prediction losses of the head `outputs` for the assignment `matched [B, N]`, each divided by the batch's positives."
+               box_loss_weight:float=1.3, iou_loss_weight:float=0.5, prior_weight:torch.Tensor|None=None) -> dict:
+    "Focal, GIoU and IoU-prediction losses of the head `outputs` for the assignment `matched [B, N]`, each summed (weighted by `prior_weight [N]`) and divided by the batch's positives."
     anchors, logits = outputs['priors'], outputs['cls_logits']
     image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
     positives = batch_normalizer(len(image))
+    weight = image_prior_weight(prior_weight, matched)
+    at_positives = None if weight is None else weight[image, anchor]
     classes = torch.zeros_like(logits)
     classes[image, anchor, labels] = 1.
     predicted = decode_boxes(outputs['bbox_regression'][image, anchor], anchors[anchor], box_weights)
     quality = outputs['bbox_quality'][image, anchor, 0]
-    iou = F.binary_cross_entropy_with_logits(quality, paired_iou(predicted.detach(), boxes).to(quality.dtype), reduction='sum')
-    return dict(classification=sigmoid_focal_loss(logits, classes, reduction='sum') / positives,
-                bbox_regression=box_loss_weight * generalized_box_iou_loss(predicted, boxes, reduction='sum', eps=1e-7) / positives,
-                bbox_iou=iou_loss_weight * iou / positives)
+    iou = F.binary_cross_entropy_with_logits(quality, paired_iou(predicted.detach(), boxes).to(quality.dtype), reduction='none')
+    return dict(classification=weighted_sum(sigmoid_focal_loss(logits, classes, reduction='none'), weight) / positives,
+                bbox_regression=box_loss_weight * weighted_sum(generalized_box_iou_loss(predicted, boxes, reduction='none', eps=1e-7), at_positives) / positives,
+                bbox_iou=iou_loss_weight * weighted_sum(iou, at_positives) / positives)
 
 # %% ../../nbs/25_det_paa.ipynb #335055f6
 class PAA(DenseDetector):
@@ -153,11 +155,11 @@ class PAA(DenseDetector):
         costs = anchor_costs(outputs, candidates, gt_boxes, gt_labels, self.box_weights, self.box_loss_weight)
         return assign_paa(costs, candidates, outputs['level_counts'].tolist(), self.num_candidates)
 
-    def loss(self, outputs:dict, targets) -> dict:
+    def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_iou'}` of the batch (`paa_losses`)."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         matched = self.assign(outputs, gt_boxes, gt_labels, gt_mask)
-        return paa_losses(outputs, matched, gt_boxes, gt_labels, self.box_weights, self.box_loss_weight, self.iou_loss_weight)
+        return paa_losses(outputs, matched, gt_boxes, gt_labels, self.box_weights, self.box_loss_weight, self.iou_loss_weight, prior_weight)
 
     def scoring(self, outputs:dict) -> tuple:
         "`(scores, decode)`: score `sqrt(sigmoid(class) · sigmoid(IoU))`; boxes decoded from the deltas of their anchors."

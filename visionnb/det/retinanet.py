@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss, generalized_box_iou_loss
-from .core import DenseDetector, conv_tower, predictor, flatten_levels, pyramid, from_torchvision_keys
+from .core import DenseDetector, conv_tower, predictor, flatten_levels, pyramid, from_torchvision_keys, image_prior_weight
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'BACKGROUND', 'IGNORE', 'retinanet_anchor_sizes', 'anchor_shapes', 'grid_anchors', 'encode_boxes',
@@ -128,11 +128,15 @@ class RetinaNet(DenseDetector):
         "The anchors `[N, 4]` of every level, finest first."
         return torch.cat([grid_anchors(s, f, st, self.anchor_offset) for s, f, st in zip(self.anchor_shapes, feature_sizes, self.strides)]).to(device, dtype)
 
-    def loss(self, outputs:dict, targets) -> dict:
-        "`{'classification', 'bbox_regression'}` for the batch, reduced as torchvision does."
+    def assign(self, outputs:dict, gt_boxes:torch.Tensor, gt_mask:torch.Tensor) -> torch.Tensor:
+        "`[B, N]` index of the padded ground-truth box each anchor learns, -1 for background, `IGNORE` between the thresholds (`assign_max_iou`)."
+        return assign_max_iou(outputs['priors'], gt_boxes, gt_mask, self.fg_iou, self.bg_iou)
+
+    def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
+        "`{'classification', 'bbox_regression'}` for the batch, reduced as torchvision does; `prior_weight [N]` weighs each anchor's part."
         logits, deltas, anchors = outputs['cls_logits'], outputs['bbox_regression'], outputs['priors']
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, logits.device, min_objects=1)
-        assigned = assign_max_iou(anchors, gt_boxes, gt_mask, self.fg_iou, self.bg_iou)
+        assigned = self.assign(outputs, gt_boxes, gt_mask)
         positive, index = assigned >= 0, assigned.clamp(min=0)
         per_image = positive.sum(1).clamp(min=1).to(logits.dtype)
         classes = F.one_hot(gt_labels.gather(1, index).clamp(min=0), self.num_classes).to(logits.dtype) * positive[..., None]
@@ -141,6 +145,8 @@ class RetinaNet(DenseDetector):
         matched = gt_boxes[image, index[image, anchor]]
         if self.box_loss == 'l1': box = F.l1_loss(deltas[image, anchor], encode_boxes(matched, anchors[anchor]), reduction='none').sum(-1)
         else: box = generalized_box_iou_loss(decode_boxes(deltas[image, anchor], anchors[anchor]), matched, reduction='none', eps=1e-7)
+        weight = image_prior_weight(prior_weight, assigned)
+        if weight is not None: focal, box = focal * weight, box * weight[image, anchor]
         box_per_image = torch.zeros_like(per_image).index_add(0, image, box)
         return dict(classification=(focal.sum(1) / per_image).mean(), bbox_regression=(box_per_image / per_image).mean())
 

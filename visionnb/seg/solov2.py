@@ -12,7 +12,7 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from torchvision.ops import sigmoid_focal_loss
 from ..data.core import masks_to_boxes
-from ..det.core import Detector, batch_normalizer, flatten_levels, predictor, pyramid, _norm
+from ..det.core import Detector, batch_normalizer, flatten_levels, image_prior_weight, predictor, pyramid, weighted_sum, _norm
 from .matrix_nms import matrix_nms
 
 # %% auto #0
@@ -212,8 +212,8 @@ def solo_mask_targets(masks:torch.Tensor, size) -> torch.Tensor:
     if masks.shape[1] == 0: return masks.new_zeros(*masks.shape[:2], *size)
     return F.interpolate(masks.float(), size=tuple(size), mode='area') >= 0.5
 
-def solo_losses(outputs:dict, matched:torch.Tensor, gt_labels:torch.Tensor, gt_masks:torch.Tensor, mask_weight:float=3.) -> dict:
-    "Focal loss of every cell per positive (plus one) and `mask_weight` times the mean Dice loss of the positive cells' masks, for the assignment `matched [B, N]`."
+def solo_losses(outputs:dict, matched:torch.Tensor, gt_labels:torch.Tensor, gt_masks:torch.Tensor, mask_weight:float=3., prior_weight:torch.Tensor|None=None) -> dict:
+    "Focal loss of every cell per positive (plus one) and `mask_weight` times the mean Dice loss of the positive cells' masks, for the assignment `matched [B, N]`; sums weighted by `prior_weight [N]` (one per cell)."
     logits, kernels, features = outputs['cls_logits'], outputs['kernels'], outputs['mask_features']
     image, cell = (matched >= 0).nonzero(as_tuple=True)
     index = matched[image, cell]
@@ -222,17 +222,18 @@ def solo_losses(outputs:dict, matched:torch.Tensor, gt_labels:torch.Tensor, gt_m
     positives = batch_normalizer(len(image))
     targets = solo_mask_targets(gt_masks, features.shape[-2:])[image, index]
     predicted = torch.cat([kernels[i, cell[image == i]] @ features[i].flatten(1) for i in range(len(features))])
-    dice = dice_loss(predicted, targets).sum() / positives
-    return dict(classification=sigmoid_focal_loss(logits, classes, reduction='sum') / (positives + 1), mask=mask_weight * dice)
+    weight = image_prior_weight(prior_weight, matched)
+    dice = weighted_sum(dice_loss(predicted, targets), None if weight is None else weight[image, cell]) / positives
+    return dict(classification=weighted_sum(sigmoid_focal_loss(logits, classes, reduction='none'), weight) / (positives + 1), mask=mask_weight * dice)
 
 @patch
-def loss(self:SOLOv2, outputs:dict, targets) -> dict:
+def loss(self:SOLOv2, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
     "`{'classification', 'mask'}`: focal loss of the categories and Dice loss of the positive cells' masks (`solo_losses` of `assign_solo`)."
     device = outputs['cls_logits'].device
     gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, device)
     gt_masks = padded_masks(targets, gt_boxes.shape[1], device)
     matched = assign_solo(gt_boxes, mask_centers(gt_masks), gt_mask, gt_masks.shape[-2:], self.num_grids, self.scale_ranges, self.sigma)
-    return solo_losses(outputs, matched, gt_labels, gt_masks, self.mask_weight)
+    return solo_losses(outputs, matched, gt_labels, gt_masks, self.mask_weight, prior_weight)
 
 # %% ../../nbs/31_seg_solov2.ipynb #0acc8f7d
 def solo_candidates(model:SOLOv2, outputs:dict) -> tuple:
