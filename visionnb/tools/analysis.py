@@ -24,8 +24,8 @@ from ..learner.det import unwrap_model, image_tensor, detection_inputs, _model_a
 from ..models.necks import receptive_field
 
 # %% auto #0
-__all__ = ['prior_levels', 'level_losses', 'LossCurvesCallback', 'smoothed', 'plot_loss_curves', 'inference_profile',
-           'layer_names', 'layer_output', 'model_input', 'show_feature_maps', 'effective_receptive_field', 'erf_extent',
+__all__ = ['prior_levels', 'level_losses', 'LossCurvesCallback', 'plot_loss_curves', 'inference_profile', 'layer_names',
+           'layer_output', 'model_input', 'show_feature_maps', 'effective_receptive_field', 'erf_extent',
            'receptive_fields', 'show_receptive_fields', 'show_positives', 'model_assignment', 'show_model_positives',
            'assignment_statistics', 'plot_assignment_statistics']
 
@@ -77,14 +77,6 @@ class LossCurvesCallback(Callback):
         return pd.DataFrame(self.level_records, columns=['iteration', 'epoch', 'level', 'term', 'value'])
 
 # %% ../../nbs/61_tools_analysis.ipynb #b5b0aa0e
-def smoothed(values, beta:float=0.9) -> np.ndarray:
-    "The exponential moving average of `values` with fastai's debiasing: `beta` weighs the past."
-    values, out, average = np.asarray(values, dtype=float), [], 0.
-    for i, v in enumerate(values, 1):
-        average = beta * average + (1 - beta) * v
-        out.append(average / (1 - beta ** i))
-    return np.array(out)
-
 def _validation_terms(learn:Learner, terms) -> pd.DataFrame:
     "The `valid_<term>` columns the Recorder kept (one row per epoch) for `terms`, if `LossTermsCallback` made them."
     names = list(learn.recorder.metric_names[1:-1]) if hasattr(learn, 'recorder') else []
@@ -104,7 +96,7 @@ def plot_loss_curves(learn:Learner, beta:float=0.9, panel=(4.2, 3.)) -> Figure:
     for k, name in enumerate(names):
         color = f'C{k}'
         axes[0].plot(terms['iteration'], terms[name], color=color, alpha=0.25, linewidth=0.8)
-        axes[0].plot(terms['iteration'], smoothed(terms[name], beta), color=color, label=name)
+        axes[0].plot(terms['iteration'], terms[name].ewm(alpha=1 - beta).mean(), color=color, label=name)
     valid = _validation_terms(learn, names)
     for k, name in enumerate(names):
         if f'valid_{name}' in valid: axes[0].plot(per_epoch.values[:len(valid)], valid[f'valid_{name}'], 'o', color=f'C{k}', markeredgecolor='black')
@@ -112,7 +104,7 @@ def plot_loss_curves(learn:Learner, beta:float=0.9, panel=(4.2, 3.)) -> Figure:
     for ax, name in zip(axes[1:], names):
         table = levels[levels['term'] == name].pivot(index='iteration', columns='level', values='value')
         for k, level in enumerate(dict.fromkeys(levels['level'])):
-            ax.plot(table.index, smoothed(table[level], beta), color=f'C{k}', label=level)
+            ax.plot(table.index, table[level].ewm(alpha=1 - beta).mean(), color=f'C{k}', label=level)
         ax.set(xlabel='iteration', title=f'{name} by level'); ax.legend(fontsize=7)
     return fig
 
