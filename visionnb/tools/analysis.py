@@ -203,14 +203,18 @@ def layer_output(learn_or_model, images:torch.Tensor, layer:str, level=None, gra
     return output if level is None else _select(output, level)
 
 # %% ../../nbs/61_tools_analysis.ipynb #cc291798
-def model_input(learn_or_model, item, size:int|None=None) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(uint8 image [3, h, w], normalized batch [1, 3, H, W])`: `item` (path, PIL image, array, tensor) resized and padded as the model's validation input."
+def _model_inputs(learn_or_model, item, size:int|None=None) -> tuple:
+    "`(original uint8 image, shown uint8 [3, H, W], normalized batch [1, 3, H, W], (h, w) resized before padding)` of `item`."
     model, pipeline = _model_and_pipeline(learn_or_model, size)
     image, _ = image_tensor(item)
     batch, (resized,), _ = detection_inputs([image], pipeline['size'], pipeline['pad_multiple'], pipeline['mean'], pipeline['std'],
                                             next(model.parameters()).device)
     shown = (batch[0].cpu() * torch.tensor(pipeline['std']).view(3, 1, 1) + torch.tensor(pipeline['mean']).view(3, 1, 1)) * 255
-    return shown.clamp(0, 255).round().to(torch.uint8), batch
+    return image, shown.clamp(0, 255).round().to(torch.uint8), batch, resized
+
+def model_input(learn_or_model, item, size:int|None=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(uint8 image [3, H, W], normalized batch [1, 3, H, W])`: `item` (path, PIL image, array, tensor) resized and padded as the model's validation input."
+    return _model_inputs(learn_or_model, item, size)[1:3]
 
 def show_feature_maps(learn_or_model, item, layer:str, level=None, size:int|None=None, n:int=15, cols:int=8, panel:float=1.5) -> Figure:
     "For one image: the model's input, the mean over channels of `layer`'s output (`level` of a list or dict) and its `n` channels of highest mean activation."
@@ -328,8 +332,8 @@ def model_assignment(learn_or_model, outputs:dict, targets) -> torch.Tensor:
 def show_model_positives(learn_or_model, item, target:dict, size:int|None=None, vocab=None, panel:float=2.6) -> Figure:
     "`show_positives` of one image (`item`: path, PIL image, array, tensor) and its `target` (boxes in the image's pixels, labels), with the model's priors and assignment at its input size."
     model = unwrap_model(learn_or_model)
-    shown, batch = model_input(learn_or_model, item, size)
-    scale = shown.shape[-1] / image_tensor(item)[0].shape[-1]
+    image, shown, batch, (height, width) = _model_inputs(learn_or_model, item, size)
+    scale = width / image.shape[-1]   # the resized width, not the padded one
     scaled = dict(boxes=torch.as_tensor(target['boxes']).float().reshape(-1, 4) * scale, labels=torch.as_tensor(target['labels']).long())
     training = model.training
     model.eval()
