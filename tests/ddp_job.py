@@ -13,20 +13,22 @@ def main():
     p.add_argument('mode', choices=('train', 'eval'))
     p.add_argument('out')
     p.add_argument('--bs', type=int, default=16)
+    p.add_argument('--val-bs', type=int, default=2)
     p.add_argument('--epochs', type=int, default=6)
     p.add_argument('--lr', type=float, default=3e-3)
     p.add_argument('--data', default='tiny')
     p.add_argument('--weights', default=None)
+    p.add_argument('--train-bn', action='store_true', help='BatchNorm statistics move in training (frozen by default)')
     args = p.parse_args()
     setup_distributed()
     torch.set_num_threads(1)
     set_seed(0, reproducible=True)
     train, valid = shapes_records(args.data, 'train'), shapes_records(args.data, 'valid')
-    # no augmentation and frozen BatchNorm statistics: the two things that differ between N processes and one by design
-    dls = det_dls(train, valid, size=128, bs=args.bs, val_bs=2, augment=False)
+    # no augmentation and (unless --train-bn) frozen BatchNorm statistics: the two things that differ between N processes and one by design
+    dls = det_dls(train, valid, size=128, bs=args.bs, val_bs=args.val_bs, augment=False)
     learn = det_learner(dls, 'fcos', 'resnet18', precision='fp32', cbs=DistributedCallback(),
                         model_kwargs=dict(channels=32, num_convs=1, score_thresh=0.05,
-                                          backbone_kwargs=dict(channels=(16, 32, 64, 128), norm_eval=True)))
+                                          backbone_kwargs=dict(channels=(16, 32, 64, 128), norm_eval=not args.train_bn)))
     with learn.no_bar(), learn.no_logging():
         if args.mode == 'train':
             learn.fit(args.epochs, args.lr)

@@ -73,24 +73,42 @@ def test_check_on_a_broken_file_names_it_and_exits_1(tmp_path):
 
 @pytest.mark.skipif(not BCCD.exists(), reason=f'real-data check skipped: {BCCD} not found')
 def test_bccd_convert_check_stats(tmp_path):
-    r = run('convert', BCCD, '--format', 'voc', '--out', tmp_path / 'bccd.json', '--json')
+    r = run('convert', BCCD, '--format', 'voc', '--out', tmp_path / 'bccd.json')
+    assert r.returncode == 1 and 'degenerate' in r.stderr.lower() and not (tmp_path / 'bccd.json').exists(), 'convert checks first'
+    r = run('convert', BCCD, '--format', 'voc', '--policy', 'fix', '--out', tmp_path / 'bccd.json', '--json')
     assert r.returncode == 0, r.stderr
     conv = json.loads(r.stdout)
-    assert conv['images'] == 292 and conv['classes'] == ['Platelets', 'RBC', 'WBC']
+    assert conv['images'] == conv['images_in'] == 292 and conv['classes'] == ['Platelets', 'RBC', 'WBC']
+    assert conv['objects_in'] - conv['objects'] >= 2, 'the two degenerate boxes are dropped, and counted'
 
-    r = run('check', tmp_path / 'bccd.json', '--img-dir', BCCD / 'JPEGImages', '--policy', 'raise')
+    r = run('check', BCCD, '--format', 'voc', '--policy', 'raise')
     assert r.returncode == 1 and 'degenerate' in r.stderr.lower()
 
     r = run('check', tmp_path / 'bccd.json', '--img-dir', BCCD / 'JPEGImages', '--policy', 'fix', '--json', '--out', tmp_path / 'clean.json')
     assert r.returncode == 0, r.stderr
     fixed = json.loads(r.stdout)
-    assert fixed['objects_in'] - fixed['objects_out'] >= 2, 'the two degenerate boxes are dropped, and counted'
+    assert fixed['objects_in'] == fixed['objects_out'] == conv['objects'] and fixed['report']['ok'], 'what convert wrote is clean'
 
     r = run('stats', tmp_path / 'clean.json', '--img-dir', BCCD / 'JPEGImages', '--anchors', '5', '--out', tmp_path / 'stats.png', '--json')
     assert r.returncode == 0, r.stderr
     stats = json.loads(r.stdout)
     assert len(stats['anchors']['wh']) == 5 and 0.5 < stats['anchors']['mean_iou'] <= 1
     assert (tmp_path / 'stats.png').stat().st_size > 10_000
+
+
+def test_convert_writes_no_box_outside_its_image(tmp_path):
+    from PIL import Image
+    (tmp_path / 'images').mkdir(); (tmp_path / 'labels').mkdir()
+    Image.new('RGB', (40, 20)).save(tmp_path / 'images' / 'a.jpg')
+    (tmp_path / 'labels' / 'a.txt').write_text('0 0.9 0.5 0.4 0.5\n1 -0.1 0.5 0.1 0.2\n0 0.5 0.5 0.5 0.5\n')   # crosses the right edge; wholly left of it; inside
+    args = ['convert', tmp_path / 'images', '--format', 'yolo', '--out', tmp_path / 'a.json']
+    r = run(*args)
+    assert r.returncode == 1 and 'box-partly-outside' in r.stderr and 'box-outside-image' in r.stderr and not (tmp_path / 'a.json').exists()
+    r = run(*args, '--policy', 'fix', '--json')
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)['objects_in'], json.loads(r.stdout)['objects']) == (3, 2)
+    boxes = [a['bbox'] for a in json.loads((tmp_path / 'a.json').read_text())['annotations']]
+    assert boxes == [[28.0, 5.0, 12.0, 10.0], [10.0, 5.0, 20.0, 10.0]]
 
 
 # Detection: one short training (tiny data, 128 px, one epoch, a narrow FCOS) shared by the tests below.
@@ -115,6 +133,17 @@ def test_train_writes_model_figure_and_metrics(trained):
     assert set(result['losses']['valid']) == {'loss', 'classification', 'bbox_regression', 'bbox_dfl'}   # GFL, the default
     assert result['data']['images'] == {'train': 24, 'valid': 8} and result['check']['train']['counts']['images_out'] == 24
     assert not list(out.glob('.*')), 'no temporary files left behind'
+    served = result['data']['objects_served']['train']   # every object of every epoch is served or counted as dropped
+    assert served['passes'] == 1 and served['images'] == 24
+    assert served['objects'] + served['dropped'] == result['data']['objects']['train'] and served['objects'] > 0
+
+
+def test_a_diverging_training_names_its_step_and_the_flags_to_change(home, tmp_path):
+    r = run('train', *TINY_TRAIN, '--lr', '1000', '--out', tmp_path / 'nan', '--json', env_home=home)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+    error = json.loads(r.stdout.strip().splitlines()[-1])
+    assert error['error'] == 'TrainingError' and error['message'].startswith('the loss became non-finite during training'), error
+    assert '--lr' in error['message'] and '--clip NORM' in error['message'] and 'GradientClip' not in error['message'], error
 
 
 def test_eval_on_the_saved_model_equals_what_train_reported(trained, home):
@@ -134,7 +163,21 @@ def test_eval_for_people_prints_the_coco_table(trained, home):
     assert [float(v) for v in values] == pytest.approx([trained[1]['metrics'][k] for k in COCO_KEYS], abs=5e-4)
 
 
-def test_predict_on_a_folder(trained, home, tmp_path):
+@pytest.fixture(scope='module')
+def open_model(trained, tmp_path_factory):
+    "The trained model with its postprocess threshold at 0 (it travels in the export): every image has detections, whatever the CPU."
+    model = load_detector(trained[0] / 'model.pth')
+    model.score_thresh = 0.
+    return export_detector(model, tmp_path_factory.mktemp('open') / 'open.pth')
+
+
+def predict_json(model_file, images, out, *args, home):
+    r = run('predict', model_file, images, '--out', out, '--json', *args, env_home=home)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), json.loads((out / 'predictions.json').read_text())
+
+
+def test_predict_on_a_folder(open_model, home, tmp_path):
     from PIL import Image
     images = tmp_path / 'images'
     images.mkdir()
@@ -143,20 +186,24 @@ def test_predict_on_a_folder(trained, home, tmp_path):
         src = sorted((home / 'shapes-tiny-seed0' / 'images').rglob('*.png'))[i]
         Image.open(src).convert('RGB').resize((w, h)).save(images / f'img{i}.jpg')
         sizes[f'img{i}.jpg'] = (h, w)
-    r = run('predict', trained[0] / 'model.pth', images, '--score-thresh', '0.1', '--out', tmp_path / 'out', '--json', env_home=home)
-    assert r.returncode == 0, r.stderr
-    printed = json.loads(r.stdout)
-    written = json.loads((tmp_path / 'out' / 'predictions.json').read_text())
+    printed, written = predict_json(open_model, images, tmp_path / 'all', '--score-thresh', '0', home=home)
     assert written['images'] == printed['detections'] and len(written['images']) == 3
-    assert sorted(p.name for p in (tmp_path / 'out').glob('*.png')) == ['img0.png', 'img1.png', 'img2.png']
-    assert sum(len(d['boxes']) for d in written['images']) > 0
+    assert sorted(p.name for p in (tmp_path / 'all').glob('*.png')) == ['img0.png', 'img1.png', 'img2.png']
     for d in written['images']:
         h, w = sizes[Path(d['file']).name]
-        assert (d['height'], d['width']) == (h, w)
-        assert len(d['boxes']) == len(d['scores']) == len(d['names']) and all(s >= 0.1 for s in d['scores'])
+        assert (d['height'], d['width']) == (h, w) and len(d['boxes']) > 0
+        assert len(d['boxes']) == len(d['scores']) == len(d['names']) == len(d['labels'])
         assert all(0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h for x1, y1, x2, y2 in d['boxes'])
-        assert set(d['names']) <= set(written['vocab'])
-        assert Path(d['png']).stat().st_size > 5_000
+        assert set(d['names']) <= set(written['vocab']) and Path(d['png']).stat().st_size > 5_000
+    # a threshold taken from the model's own scores keeps exactly the detections at or above it, whatever the scores are
+    scores = sorted(set(s for d in written['images'] for s in d['scores']))
+    thresh = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2   # between two scores: rounding in the json cannot move one across
+    _, kept = predict_json(open_model, images, tmp_path / 'kept', '--score-thresh', str(thresh), home=home)
+    assert kept['score_thresh'] == thresh
+    for every, some in zip(written['images'], kept['images']):
+        above = [(b, s, n) for b, s, n in zip(every['boxes'], every['scores'], every['names']) if s >= thresh]
+        assert list(zip(some['boxes'], some['scores'], some['names'])) == above
+    assert 0 < sum(len(d['scores']) for d in kept['images']) < sum(len(d['scores']) for d in written['images'])
 
 
 def test_export_dynamic_onnx_agrees_with_pytorch(trained, home, tmp_path):
@@ -170,6 +217,61 @@ def test_export_dynamic_onnx_agrees_with_pytorch(trained, home, tmp_path):
     check = result['check']
     assert check['images'] == 8 and check['count_agreement'] == 1 and check['label_agreement'] == 1, check
     assert check['box_diff'] < 1e-2 and check['score_diff'] < 1e-4, check
+
+
+def test_predict_skips_an_unreadable_image_and_keeps_the_others(open_model, home, tmp_path):
+    images = tmp_path / 'images'
+    images.mkdir()
+    for i, src in enumerate(sorted((home / 'shapes-tiny-seed0' / 'images' / 'valid').glob('*.png'))[:2]):
+        (images / f'good{i}.png').write_bytes(src.read_bytes())
+    (images / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 40)   # a PNG signature and nothing readable after it
+    r = run('predict', open_model, images, '--score-thresh', '0', '--bs', '8', '--out', tmp_path / 'out', '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert (result['images'], result['predicted']) == (3, 2)
+    assert [Path(s['file']).name for s in result['skipped']] == ['broken.png'] and 'broken.png' in result['skipped'][0]['error']
+    assert 'broken.png' in r.stderr and 'Traceback' not in r.stderr
+    written = json.loads((tmp_path / 'out' / 'predictions.json').read_text())
+    assert [Path(d['file']).name for d in written['images']] == ['good0.png', 'good1.png'] and written['skipped'] == result['skipped']
+    assert sorted(p.name for p in (tmp_path / 'out').glob('*.png')) == ['good0.png', 'good1.png']
+    # the good images of the failed batch get the detections they get alone
+    _, alone = predict_json(open_model, images / 'good1.png', tmp_path / 'alone', '--score-thresh', '0', home=home)
+    assert alone['images'][0]['boxes'] == written['images'][1]['boxes']
+
+
+def test_predict_with_no_readable_image_fails_with_a_json_error(open_model, home, tmp_path):
+    (tmp_path / 'broken.jpg').write_bytes(b'not a jpeg')
+    r = run('predict', open_model, tmp_path / 'broken.jpg', '--out', tmp_path / 'out', '--json', env_home=home)
+    assert r.returncode == 1 and 'none of the 1 images could be read' in json.loads(r.stdout)['message']
+
+
+def test_a_failed_export_check_leaves_no_onnx_file(trained, home, tmp_path):
+    (tmp_path / 'images').mkdir()
+    (tmp_path / 'images' / 'broken.jpg').write_bytes(b'not a jpeg')
+    out = tmp_path / 'model.onnx'
+    r = run('export', trained[0] / 'model.pth', '--out', out, '--check', tmp_path / 'images', '--json', env_home=home)
+    assert r.returncode == 1 and 'broken.jpg' in json.loads(r.stdout)['message'] and 'Traceback' not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['images'], 'neither the .onnx nor its temporary file is left'
+
+
+def test_a_usage_error_with_json_is_a_json_object():
+    r = run('train', '--size', 'big', '--json')
+    assert r.returncode == 2 and r.stderr == ''
+    error = json.loads(r.stdout)
+    assert error['error'] == 'UsageError' and "argument --size: invalid int value: 'big'" in error['message']
+    assert 'usage: visionnb train' in run('train', '--size', 'big').stderr   # without --json: argparse's usage and message
+
+
+def test_an_unexpected_error_is_a_json_object_and_a_traceback(monkeypatch, capsys):
+    from visionnb import cli
+    def broken(args): raise RuntimeError('a bug')
+    monkeypatch.setattr(cli, 'cmd_shapes', broken)
+    assert cli.main(['shapes', '--json']) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == dict(error='RuntimeError', message='a bug', internal=True)
+    assert 'Traceback' in err and 'RuntimeError: a bug' in err
+    assert cli.main(['shapes']) == 1
+    assert 'visionnb shapes: internal error (please report it with the traceback above): RuntimeError: a bug' in capsys.readouterr().err
 
 
 def test_a_missing_model_is_named(tmp_path):
@@ -198,9 +300,10 @@ def test_train_solov2_evaluates_and_predicts_masks(home, tmp_path):
     r = run('eval', out / 'model.pth', '--json', env_home=home)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)['metrics'] == pytest.approx(result['metrics'], abs=1e-6)
-    # one epoch leaves every score under the thresholds: lowered, they travel in the export (its postprocess settings)
+    # one epoch leaves scores and mask probabilities under the thresholds, by how much depends on the CPU: at 0 every candidate is
+    # an instance whatever the training gave, and the thresholds travel in the export (its postprocess settings)
     model = load_detector(out / 'model.pth')
-    model.score_thresh = model.update_thresh = 0.
+    model.score_thresh = model.update_thresh = model.mask_thresh = 0.
     export_detector(model, tmp_path / 'open.pth')
     image = shapes_records('tiny', 'valid')[0].file
     r = run('predict', tmp_path / 'open.pth', image, '--score-thresh', '0', '--out', tmp_path / 'pred', '--json', env_home=home)

@@ -1,5 +1,6 @@
 """A `visionnb train` killed with SIGKILL and restarted with --resume ends with the weights of a run that was never interrupted, bit for bit."""
 import json, os, signal, subprocess, time
+import pytest
 import torch
 
 TRAIN = ['train', '--shapes-size', 'tiny', '--epochs', '8', '--size', '128', '--bs', '8', '--channels', '32', '--convs', '1',
@@ -36,11 +37,40 @@ def test_killed_training_resumes_bit_exact(tmp_path):
     assert result['history'] == whole_result['history']
     assert result['metrics'] == whole_result['metrics']
 
-def test_resume_refuses_a_checkpoint_of_another_length(tmp_path):
-    first = subprocess.run(command(tmp_path/'run'), capture_output=True, text=True, env=environment(), timeout=600)
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory):
+    "The folder of a finished run, whose checkpoints the tests below try to continue."
+    out = tmp_path_factory.mktemp('finished')/'run'
+    first = subprocess.run(command(out), capture_output=True, text=True, env=environment(), timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    other = [c if c != '8' else '9' for c in command(tmp_path/'run', '--resume')]
-    again = subprocess.run(other, capture_output=True, text=True, env=environment(), timeout=600)
-    assert again.returncode == 1
-    message = json.loads(again.stdout.strip().splitlines()[-1])['message']
-    assert 'last.pth: written by a fit of 8 epochs, this fit has 9' in message
+    return out
+
+def refusal(*args) -> str:
+    "The error message of a refused `--resume`."
+    done = subprocess.run(list(map(str, args)), capture_output=True, text=True, env=environment(), timeout=600)
+    assert done.returncode == 1 and 'Traceback' not in done.stderr, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])['message']
+
+def changed(out, flag, value) -> list:
+    "The command of the finished run with `--resume` and `flag` set to `value`."
+    args = command(out, '--resume')
+    if flag not in args: return args + [flag, value]
+    return args[:args.index(flag) + 1] + [value] + args[args.index(flag) + 2:]
+
+def test_resume_refuses_a_checkpoint_of_another_length(finished):
+    assert 'last.pth: written by a fit of 8 epochs, this fit has 9' in refusal(*changed(finished, '--epochs', '9'))
+
+@pytest.mark.parametrize('flag, value, named', [('--lr', '0.02', 'lr: 0.01 -> 0.02'), ('--size', '96', 'size: 128 -> 96'),
+                                                ('--arch', 'gfl', "arch: 'fcos' -> 'gfl'")])
+def test_resume_refuses_other_settings_naming_them(finished, flag, value, named):
+    message = refusal(*changed(finished, flag, value))
+    assert 'last.pth: written by a training with other settings' in message and named in message, message
+
+def test_resume_removes_the_temporary_files_of_killed_writes(finished):
+    planted = [finished/'checkpoints'/'.last.pth.x8k2.partial', finished/'.metrics.tmp.json', finished/'.model.pth.99.tmp']
+    for path in planted: path.write_bytes(b'\0' * 1000)
+    done = subprocess.run(command(finished, '--resume'), capture_output=True, text=True, env=environment(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(result['checkpoints']['removed_temporaries']) == sorted(map(str, planted))
+    assert not any(path.exists() for path in planted) and (finished/'model.pth').exists()

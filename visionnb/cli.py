@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['FORMATS', 'DATA_DEFAULTS', 'PRECISIONS', 'DETECTOR_NAMES', 'MASK_ARCHS', 'SOLO_SMALL_IMAGES', 'SHAPES_SIZE_NAMES',
            'HALF_RESNET18', 'EPOCHS', 'SHOWN_BY_COMMAND', 'read_source', 'cmd_shapes', 'cmd_check', 'cmd_convert',
            'cmd_stats', 'cmd_quickstart', 'data_spec', 'load_data', 'evaluate_detector', 'cmd_train', 'cmd_eval',
-           'draw_detections', 'cmd_predict', 'cmd_export', 'make_parser', 'main']
+           'draw_detections', 'cmd_predict', 'cmd_export', 'JsonErrorParser', 'make_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #99a0373e
 FORMATS = ('coco', 'voc', 'yolo')
@@ -68,12 +68,15 @@ def cmd_check(args) -> dict:
     return out
 
 def cmd_convert(args) -> dict:
-    "Convert a VOC or YOLO dataset (or re-write a COCO one) to a COCO json file."
+    "Convert a VOC or YOLO dataset (or re-write a COCO one) to a COCO json file, checked under `--policy` first."
+    from visionnb.data.check import check_dataset
     from visionnb.data.coco import records_to_coco
     records = _records_of(args)
-    path = records_to_coco(records, args.out)
-    return dict(source=str(args.source), format=args.format, written=str(path), images=len(records),
-                objects=records.num_objects, classes=records.vocab)
+    # a COCO file can hold a negative or out-of-image box, but no tool that reads it expects one
+    clean, report = check_dataset(records, policy=args.policy, progress=not args.json)
+    path = records_to_coco(clean, args.out)
+    return dict(source=str(args.source), format=args.format, policy=args.policy, written=str(path), images_in=len(records),
+                images=len(clean), objects_in=records.num_objects, objects=clean.num_objects, classes=clean.vocab, report=report.as_dict())
 
 def cmd_stats(args) -> dict:
     "Dataset statistics, anchor k-means, and the statistics figure."
@@ -271,12 +274,11 @@ def cmd_train(args) -> dict:
     "Train a detector on the embedded shapes dataset or your own, and save it (model.pth), its metrics (metrics.json) and a predictions figure."
     import matplotlib; matplotlib.use('Agg')
     from fastai.torch_core import set_seed
-    from visionnb.data.loaders import det_dls
-    from visionnb.learner.det import det_learner, export_detector, load_detector
-    from fastai.torch_core import num_distrib
+    from visionnb.data.loaders import det_dls, object_counts
+    from visionnb.learner.det import det_learner, export_detector, load_detector, NaNGuardCallback
     from visionnb.learner.cls import resolve_precision
     from visionnb.callbacks.distributed import DistributedCallback, setup_distributed, teardown_distributed, global_batch_size
-    from visionnb.callbacks.training import training_callbacks
+    from visionnb.callbacks.training import training_callbacks, remove_stale_temporaries
     setup_distributed()
     rank = _rank()
     say, t0, out_dir = _say(args) if rank == 0 else (lambda *a, **k: None), time.perf_counter(), Path(args.out)
@@ -288,8 +290,10 @@ def cmd_train(args) -> dict:
     masks = args.arch in MASK_ARCHS
     dls = det_dls(train, valid, size=size, bs=args.bs, num_workers=args.workers, scale=tuple(args.scale), masks=masks)
     model_kwargs, precision = _model_kwargs(args), resolve_precision(args.precision)
-    checkpoints = out_dir/'checkpoints'
-    cbs = training_callbacks(checkpoints, ema=args.ema, clip=args.clip, monitor='mask_AP' if masks else 'AP', resume=args.resume) + [DistributedCallback()]
+    settings = _train_settings(args, model_kwargs, size, precision, list(dls.vocab))
+    checkpoints, removed = out_dir/'checkpoints', remove_stale_temporaries(out_dir) if rank == 0 else []
+    cbs = training_callbacks(checkpoints, ema=args.ema, clip=args.clip, monitor='mask_AP' if masks else 'AP', resume=args.resume,
+                             settings=dict(settings, data=spec)) + [DistributedCallback(), NaNGuardCallback(lr_hint='--lr', clip_hint='--clip NORM')]
     learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=precision, model_kwargs=model_kwargs, cbs=cbs)
     if args.pretrained: learn.unfreeze()
     say(f"training {args.arch} ({args.backbone}, {args.channels} channels) at {size} px: {len(train)} train / {len(valid)} valid images, "
@@ -299,6 +303,12 @@ def cmd_train(args) -> dict:
         if args.json or rank: quiet.enter_context(learn.no_bar()); quiet.enter_context(learn.no_logging())
         if args.schedule == 'warmup-cosine': learn.fit_warmup_cosine(args.epochs, args.lr, warmup=args.warmup)
         else: learn.fit_one_cycle(args.epochs, args.lr)
+    removed += learn.training_checkpoint.removed
+    served = object_counts(learn.dls)   # every process calls it: the counts are summed over processes
+    dropped = served['train']
+    say(f"the training transforms dropped {dropped['dropped']} of {dropped['objects'] + dropped['dropped']} objects in {dropped['passes']} epochs "
+        "(boxes under 1 px after resizing, scale jitter, crop or mosaic)")
+    if removed: say(f"removed {len(removed)} temporary files of interrupted writes ({sum(n for _, n in removed) / 2**20:.1f} MB)")
     if rank:   # rank 0 writes the results
         teardown_distributed()
         return dict(rank=rank)
@@ -308,17 +318,24 @@ def cmd_train(args) -> dict:
     metrics = evaluate_detector(model, valid, bs=args.bs, progress=not args.json)
     losses, history = _last_losses(learn.recorder)
     say(f"COCO AP of {model_file} on {len(valid)} validation images:\n{_coco_table(metrics)}\n{_losses_table(losses)}")
-    settings = dict(arch=args.arch, backbone=args.backbone, model_kwargs=model_kwargs, pretrained=_absolute(args.pretrained), size=size,
-                    bs=args.bs, processes=max(num_distrib(), 1), epochs=args.epochs, lr=args.lr, schedule=args.schedule, ema=args.ema, clip=args.clip,
-                    scale=list(args.scale), precision=precision, vocab=list(dls.vocab))
     result = dict(model=str(model_file), figure=str(figure), metrics_file=str(out_dir/'metrics.json'), epochs=args.epochs,
                   seconds=round(time.perf_counter() - t0, 1), metrics=metrics, losses=losses, history=history, settings=settings,
-                  data=dict(spec, images=dict(train=len(train), valid=len(valid)), objects=dict(train=train.num_objects, valid=valid.num_objects)),
+                  data=dict(spec, images=dict(train=len(train), valid=len(valid)), objects=dict(train=train.num_objects, valid=valid.num_objects),
+                            objects_served=served),
                   check=dict(train=train_report.as_dict(), valid=valid_report.as_dict()))
-    result['checkpoints'] = dict(last=str(checkpoints/'last.pth'), best=str(checkpoints/'best.pth'), resumed_from_epoch=learn.training_checkpoint.resumed_from)
+    result['checkpoints'] = dict(last=str(checkpoints/'last.pth'), best=str(checkpoints/'best.pth'), resumed_from_epoch=learn.training_checkpoint.resumed_from,
+                                 removed_temporaries=[str(path) for path, _ in removed])
     _write_json(result, out_dir/'metrics.json')
     teardown_distributed()
     return result
+
+def _train_settings(args, model_kwargs:dict, size:int, precision:str, vocab:list) -> dict:
+    "What defines a training run besides its data: recorded in metrics.json and, with the data, in its checkpoints for `--resume` to match."
+    from fastai.torch_core import num_distrib
+    return dict(arch=args.arch, backbone=args.backbone, model_kwargs=model_kwargs, pretrained=_absolute(args.pretrained), size=size,
+                bs=args.bs, processes=max(num_distrib(), 1), epochs=args.epochs, lr=args.lr, schedule=args.schedule,
+                warmup=args.warmup if args.schedule == 'warmup-cosine' else None, ema=args.ema, clip=args.clip,
+                scale=list(args.scale), precision=precision, seed=args.seed, vocab=vocab)
 
 def _rank() -> int:
     from fastai.torch_core import rank_distrib
@@ -392,14 +409,12 @@ def _png_names(files) -> list[str]:
 def draw_detections(file, prediction:dict, vocab, title:str|None=None):
     "A figure of the image `file` with the boxes (and masks) of `prediction` (original pixels), labelled with class name and score."
     from matplotlib.figure import Figure
-    from torchvision.transforms.v2 import functional as TF
-    from visionnb.data.core import load_image
     from visionnb.data.transforms import show_sample
-    from visionnb.learner.det import drawing_order
-    image = TF.pil_to_tensor(load_image(file))
+    from visionnb.learner.det import drawing_order, display_copy
+    # a 6-inch figure shows about 700 pixels: an 8000-pixel photo is drawn from a copy of 1024, its boxes scaled with it
+    image, prediction = display_copy(file, drawing_order(prediction), size=1024)
     height, width = image.shape[-2:]
     fig = Figure(figsize=(6, max(2., 6 * height / width)), layout='constrained')
-    prediction = drawing_order(prediction)
     ax = show_sample(image, prediction, vocab, ax=fig.subplots(), title=title)
     for text, score in zip(ax.texts, prediction['scores'].tolist()): text.set_text(f'{text.get_text()} {score:.2f}')
     return fig
@@ -412,24 +427,40 @@ def _detections(file, png, prediction:dict) -> dict:
     return dict(file=str(file), png=str(png), height=int(h), width=int(w), boxes=[[round(v, 2) for v in b] for b in prediction['boxes'].tolist()],
                 scores=[round(s, 4) for s in prediction['scores'].tolist()], labels=prediction['labels'].tolist(), names=prediction['names'], **masks)
 
+def _predictions(model, files:list, args, skipped:list):
+    "`(index, prediction)` of each readable file, in batches of `--bs`; the unreadable ones go to `skipped`, the others on."
+    from visionnb.core import DatasetError
+    from visionnb.learner.det import predict_detections
+    predict = lambda batch: predict_detections(model, batch, size=args.size, bs=args.bs, score_thresh=args.score_thresh)
+    for start in _chunks(len(files), args.bs, progress=not args.json):
+        indices = range(start, min(start + args.bs, len(files)))
+        try: yield from zip(indices, predict([files[i] for i in indices])); continue
+        except DatasetError: pass   # one bad image stops its batch: the others are predicted alone
+        for i in indices:
+            try: prediction = predict([files[i]])[0]
+            except DatasetError as e: skipped.append(dict(file=str(files[i]), error=str(e))); continue
+            yield i, prediction
+
 def cmd_predict(args) -> dict:
     "Detect objects in images (files or folders) with an exported detector; write one annotated PNG per image and predictions.json."
     import matplotlib; matplotlib.use('Agg')
-    from visionnb.learner.det import predict_detections
+    from visionnb.core import DatasetError
     say, t0, out_dir = _say(args), time.perf_counter(), Path(args.out)
     model, files = _load_model(args.model), _image_inputs(args.inputs)
-    names, detections = _png_names(files), []
-    for start in _chunks(len(files), args.bs, progress=not args.json):
-        batch = files[start:start + args.bs]
-        for file, name, p in zip(batch, names[start:start + args.bs],
-                                 predict_detections(model, batch, size=args.size, bs=args.bs, score_thresh=args.score_thresh)):
-            png = _save_figure(draw_detections(file, p, model.vocab, title=f'{file.name}: {len(p["scores"])} detections'), out_dir/name)
-            detections.append(_detections(file, png, p))
-            say(f"{file}: " + (', '.join(f'{n} {s:.2f}' for n, s in zip(p['names'], p['scores'].tolist())) or 'no detections'))
-    predictions = _write_json(dict(model=str(args.model), vocab=list(model.vocab), score_thresh=args.score_thresh, images=detections),
-                              out_dir/'predictions.json')
-    return dict(model=str(args.model), out=str(out_dir), predictions_file=str(predictions), images=len(files),
-                objects=sum(len(d['scores']) for d in detections), detections=detections, seconds=round(time.perf_counter() - t0, 1))
+    names, detections, skipped = _png_names(files), [], []
+    for i, p in _predictions(model, files, args, skipped):
+        file = files[i]
+        png = _save_figure(draw_detections(file, p, model.vocab, title=f'{file.name}: {len(p["scores"])} detections'), out_dir/names[i])
+        detections.append(_detections(file, png, p))
+        say(f"{file}: " + (', '.join(f'{n} {s:.2f}' for n, s in zip(p['names'], p['scores'].tolist())) or 'no detections'))
+    for s in skipped: print(f"visionnb predict: skipped {s['error']}", file=sys.stderr)
+    if not detections: raise DatasetError(args.inputs[0] if len(args.inputs) == 1 else 'inputs', f'none of the {len(files)} images could be read',
+                                          fix='Pass readable JPEG or PNG files')
+    predictions = _write_json(dict(model=str(args.model), vocab=list(model.vocab), score_thresh=args.score_thresh, images=detections,
+                                   skipped=skipped), out_dir/'predictions.json')
+    if skipped: say(f"{len(skipped)} of {len(files)} images could not be read and were skipped (listed in {predictions})")
+    return dict(model=str(args.model), out=str(out_dir), predictions_file=str(predictions), images=len(files), predicted=len(detections),
+                skipped=skipped, objects=sum(len(d['scores']) for d in detections), detections=detections, seconds=round(time.perf_counter() - t0, 1))
 
 # %% ../nbs/50_cli.ipynb #f630ab28
 def cmd_export(args) -> dict:
@@ -440,16 +471,25 @@ def cmd_export(args) -> dict:
     model = _load_model(args.model).cpu()
     out = Path(args.out) if args.out else Path(args.model).with_suffix('.onnx')
     size = None if args.size is None else tuple(args.size) if len(args.size) == 2 else args.size[0]
-    path = export_onnx(model, out, image_size=size, batch_size=args.batch, dynamic=args.dynamic, postprocess=not args.raw,
-                       opset=args.opset, simplify=not args.no_simplify)
-    runner = OnnxModel(path)
-    result = dict(model=str(args.model), onnx=str(path), megabytes=round(path.stat().st_size / 2**20, 2), input_shape=runner.input_shape,
+    # checked before it takes its name: a failed check leaves no file that looks exported
+    path = out.with_name(f'.{out.name}.checking.tmp') if args.check else out
+    try:
+        export_onnx(model, path, image_size=size, batch_size=args.batch, dynamic=args.dynamic, postprocess=not args.raw,
+                    opset=args.opset, simplify=not args.no_simplify)
+        runner = OnnxModel(path)
+        check = None
+        if args.check:
+            files = _image_inputs(args.check)
+            check = detection_agreement(predict_detections(model, files, bs=args.batch), runner.predict(files, bs=args.batch))
+            os.replace(path, out)
+    finally:
+        if path != out: path.unlink(missing_ok=True)
+    result = dict(model=str(args.model), onnx=str(out), megabytes=round(out.stat().st_size / 2**20, 2), input_shape=runner.input_shape,
                   outputs=runner.output_names, vocab=runner.vocab)
-    say(f"{path}: {result['megabytes']} MB, input {runner.input_shape}, outputs {', '.join(runner.output_names)}")
-    if args.check:
-        files = _image_inputs(args.check)
-        result['check'] = detection_agreement(predict_detections(model, files, bs=args.batch), runner.predict(files, bs=args.batch))
-        say(f"ONNX Runtime against PyTorch on {len(files)} images: {result['check']}")
+    say(f"{out}: {result['megabytes']} MB, input {runner.input_shape}, outputs {', '.join(runner.output_names)}")
+    if check is not None:
+        result['check'] = check
+        say(f"ONNX Runtime against PyTorch on {len(files)} images: {check}")
     result['seconds'] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -464,9 +504,17 @@ SHAPES_SIZE_NAMES = ('tiny', 'quick', 'small', 'default')
 HALF_RESNET18 = (32, 64, 128, 256)
 EPOCHS = 20   # the main job: about 7 minutes on a 2-core CPU with bfloat16 units
 
+class JsonErrorParser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose usage errors are one JSON object on stdout (exit code 2) when `json_errors` is set."
+    json_errors = False   # set by `main` when `--json` is among the arguments, for the subcommands' parsers too
+    def error(self, message):
+        if not JsonErrorParser.json_errors: super().error(message)
+        print(json.dumps(dict(error='UsageError', message=f'{self.prog}: {message}')))
+        self.exit(2)
+
 def make_parser() -> argparse.ArgumentParser:
     "The argument parser of the `visionnb` command and its subcommands."
-    p = argparse.ArgumentParser(prog='visionnb', description='visionnb: literate computer vision with fastai.')
+    p = JsonErrorParser(prog='visionnb', description='visionnb: literate computer vision with fastai.')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     def add(name, fn, help):
         sp = sub.add_parser(name, help=help, description=fn.__doc__)
@@ -493,6 +541,7 @@ def make_parser() -> argparse.ArgumentParser:
         c.add_argument('--out', default=None, help='write the cleaned dataset to this COCO json')
     v = add('convert', cmd_convert, 'convert a dataset to COCO json')
     _add_source_args(v)
+    v.add_argument('--policy', choices=('raise', 'fix', 'skip'), default='raise', help='check_dataset policy before writing (default: raise)')
     v.add_argument('--out', required=True, help='COCO json file to write')
     t = add('stats', cmd_stats, 'dataset statistics, anchor k-means and the statistics figure')
     _add_source_args(t)
@@ -561,7 +610,9 @@ def _launch(nproc:int, argv:list) -> int:
     "Run this command in `nproc` processes under torchrun (`torchrun --standalone --no-python visionnb ...`); each process sees `LOCAL_RANK`."
     import shutil
     from torch.distributed.run import main as torchrun
-    torchrun(['--standalone', f'--nproc-per-node={nproc}', '--no-python', shutil.which('visionnb') or sys.argv[0], *_without_nproc(argv)])
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    try: torchrun(['--standalone', f'--nproc-per-node={nproc}', '--no-python', shutil.which('visionnb') or sys.argv[0], *_without_nproc(argv)])
+    except ChildFailedError: return 1   # the failing process has printed its error (a JSON object with --json)
     return 0
 
 def _without_nproc(argv:list) -> list:
@@ -573,16 +624,24 @@ def _without_nproc(argv:list) -> list:
         elif not a.startswith('--nproc='): out.append(a)
     return out
 
+def _failed(args, e:Exception, what:str='') -> int:
+    "Print the error of a failed command, as one line or (`--json`) one JSON object; the exit code 1."
+    if args.json: print(json.dumps(dict(error=type(e).__name__, message=str(e), **({'internal': True} if what else {}))))
+    else: print(f"visionnb {args.command}: {what + ': ' if what else ''}{type(e).__name__}: {e}", file=sys.stderr)
+    return 1
+
 def main(argv=None) -> int:
     "Entry point of the `visionnb` console script."
+    JsonErrorParser.json_errors = '--json' in (sys.argv[1:] if argv is None else list(map(str, argv)))
     args = make_parser().parse_args(argv)
     if getattr(args, 'nproc', 1) > 1 and 'LOCAL_RANK' not in os.environ: return _launch(args.nproc, sys.argv[1:] if argv is None else list(argv))
     from visionnb.core import VisionnbError   # after parsing: `--help` does not wait for torch
     try: result = args.fn(args)
-    except (VisionnbError, FileNotFoundError) as e:
-        if args.json: print(json.dumps(dict(error=type(e).__name__, message=str(e))))
-        else: print(f"visionnb {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except (VisionnbError, FileNotFoundError) as e: return _failed(args, e)
+    except Exception as e:   # not a bad input but a bug: its traceback is what a report needs
+        import traceback
+        traceback.print_exc()
+        return _failed(args, e, 'internal error (please report it with the traceback above)')
     if result.get('rank'): return 0   # the processes of distributed training other than rank 0 print nothing
     if args.json: print(json.dumps(result, default=str))
     else: _print_human({k: v for k, v in result.items() if k not in SHOWN_BY_COMMAND})

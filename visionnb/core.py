@@ -9,7 +9,7 @@ import torch
 import torchvision.ops as tvops
 
 # %% auto #0
-__all__ = ['VisionnbError', 'DatasetError', 'ExportError', 'xyxy2xywh', 'xywh2xyxy', 'xyxy2cxcywh', 'cxcywh2xyxy',
+__all__ = ['VisionnbError', 'DatasetError', 'ExportError', 'reading', 'xyxy2xywh', 'xywh2xyxy', 'xyxy2cxcywh', 'cxcywh2xyxy',
            'normalize_boxes', 'denormalize_boxes', 'clip_boxes', 'box_area', 'valid_boxes', 'box_iou', 'box_giou',
            'box_diou', 'box_ciou', 'check_target', 'torch_threads', 'gather_objects']
 
@@ -28,11 +28,36 @@ class DatasetError(VisionnbError, ValueError):
         self.file,self.problem,self.entry,self.fix = file,problem,entry,fix
         super().__init__(_message(file, problem, entry, fix))
 
+    @property
+    def details(self) -> str:
+        "The problem and the fix, without the file and the entry (for a report that lists those itself)."
+        return _message(None, self.problem, fix=self.fix)
+
 class ExportError(VisionnbError, RuntimeError):
     "A model could not be exported or the exported file cannot be run; the message names the file (`None`: not yet known) and what to do."
     def __init__(self, file, problem:str, fix:str=''):
         self.file,self.problem,self.fix = file,problem,fix
         super().__init__(_message(file, problem, fix=fix))
+
+# %% ../nbs/00_core.ipynb #bc14f403
+def _describe(e:Exception) -> str:
+    "An exception in words: a plain `ValueError` (a parser's own) by its message, any other led by its type."
+    if type(e) is ValueError and str(e): return str(e)
+    return f'{type(e).__name__}: {e}' if str(e) else type(e).__name__
+
+@contextmanager
+def reading(file,                    # the file being read, named by the error
+            entry=None,              # where in it: 'line 3', 'annotation id=7', 'images[2]'
+            problem:str='',          # what was being done, leading the exception's own words
+            fix:str='',              # what to do about it
+            errors:list|None=None):  # lenient reading: append the error here instead of raising it
+    "Any exception in the block as a `DatasetError(file, problem, entry, fix)`: raised, or appended to `errors` (block left)."
+    try: yield
+    except Exception as e:
+        # a DatasetError from deeper down already names its own file (an image inside an annotation's entry)
+        err = e if isinstance(e, DatasetError) else DatasetError(file, f'{problem} ({_describe(e)})' if problem else _describe(e), entry=entry, fix=fix)
+        if errors is None: raise err from None
+        errors.append(err)
 
 # %% ../nbs/00_core.ipynb #d66c9ccc
 def _as_boxes(boxes) -> torch.Tensor:

@@ -5,6 +5,9 @@
 # %% ../../nbs/44_callbacks_distributed.ipynb #11616b3f
 from __future__ import annotations
 import os
+import sys
+import ctypes
+import signal
 import random
 import numpy as np
 import torch
@@ -17,26 +20,41 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.distributed import DistributedDL
 from fastai.torch_core import num_distrib, default_device, to_detach
+from ..core import gather_objects
 from ..learner.det import LossTermsCallback
+from .training import evaluated_model
 
 # %% auto #0
-__all__ = ['shard_indices', 'ShardedDL', 'is_distributed', 'setup_distributed', 'teardown_distributed', 'scaled_lr',
-           'global_batch_size', 'reduce_averages', 'DistributedCallback']
+__all__ = ['shard_size', 'shard_indices', 'ShardedDL', 'is_distributed', 'die_with_parent', 'setup_distributed',
+           'teardown_distributed', 'scaled_lr', 'global_batch_size', 'reduce_averages', 'sync_buffers',
+           'DistributedCallback']
 
 # %% ../../nbs/44_callbacks_distributed.ipynb #eea47cdf
-def shard_indices(indices:list, rank:int, world_size:int, bs:int, train:bool=True) -> list:
-    "The indices rank `rank` of `world_size` takes from one order `indices`: training, every `world_size`-th from `rank`, the order first padded with its own start to a multiple of `world_size`; validation, every `world_size`-th batch of `bs`."
+def shard_size(n:int, # images in one epoch's order
+               world_size:int, bs:int, # processes, and the batch size of each
+               drop_last:bool=False # whether the loader drops a last partial batch
+              ) -> int:
+    "Images per training process from an order of `n`: an even share, at least one batch when partial batches are dropped."
+    share = -(-n // world_size)
+    return max(share, bs) if drop_last and n else share
+
+def shard_indices(indices:list, # one epoch's order of all images, the same on every process
+                  rank:int, world_size:int, bs:int, # this process, the processes, the batch size of each
+                  train:bool=True, # training (padded, interleaved) or validation (whole batches) sharding
+                  drop_last:bool=False # training: whether the loader drops a last partial batch
+                 ) -> list:
+    "The indices process `rank` takes from `indices`: training, interleaved from the padded order; validation, whole batches."
     indices = list(indices)
     if train:
-        padded = -(-len(indices) // world_size) * world_size
-        indices += (indices * (padded // max(len(indices), 1) + 1))[:padded - len(indices)]
-        return indices[rank::world_size]
+        total = world_size * shard_size(len(indices), world_size, bs, drop_last)
+        padded = (indices * -(-total // max(len(indices), 1)))[:total]
+        return padded[rank::world_size]
     batches = [indices[i:i + bs] for i in range(0, len(indices), bs)]
     return [i for batch in batches[rank::world_size] for i in batch]
 
 # %% ../../nbs/44_callbacks_distributed.ipynb #e157a9de
 class ShardedDL(DistributedDL):
-    "fastai's `DistributedDL` on any backend, with `shard_indices`: N processes with batch `bs` step through the images of one process with batch N*bs; validation shards whole batches."
+    "fastai's `DistributedDL` on any backend, sharded by `shard_indices`: every process takes as many training steps."
     def _broadcast(self, indices, rank):
         if not (dist.is_available() and dist.is_initialized()): return indices
         box = [indices]
@@ -46,11 +64,11 @@ class ShardedDL(DistributedDL):
     @property
     def training(self) -> bool: return bool(self.dl.shuffle or self.dl.drop_last)
 
-    def get_idxs(self):
-        return shard_indices(self._broadcast(list(self.dl.get_idxs()), 0), self.rank, self.world_size, self.bs, self.training)
+    def _shard(self, indices): return shard_indices(indices, self.rank, self.world_size, self.bs, self.training, self.drop_last)
+    def get_idxs(self): return self._shard(self._broadcast(list(self.dl.get_idxs()), 0))
 
     def __len__(self):
-        n = len(shard_indices(range(self.dl.n), self.rank, self.world_size, self.bs, self.training))
+        n = len(self._shard(range(self.dl.n)))
         return n // self.bs + (0 if self.drop_last or n % self.bs == 0 else 1)
 
     def to_detach(self, b, cpu=True, gather=True): return to_detach(b, cpu, gather=False)   # each process keeps its own: metrics gather what they need
@@ -60,9 +78,19 @@ def is_distributed() -> bool:
     "Whether this process belongs to an initialised process group of more than one process."
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
+_PR_SET_PDEATHSIG = 1   # from <linux/prctl.h>
+
+def die_with_parent():
+    "Have Linux kill this process when its parent (torchrun's agent: the launcher) dies; a no-op on other systems."
+    if not sys.platform.startswith('linux'): return
+    parent = os.getppid()
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent: os.kill(os.getpid(), signal.SIGKILL)   # the parent died before the request: no signal will come
+
 def setup_distributed(backend:str|None=None) -> torch.device:
-    "Join the process group that `torchrun` describes in the environment (NCCL on CUDA, one GPU per local rank; gloo on the CPU) and return this process's device; outside torchrun, the default device."
+    "Join the process group that `torchrun` describes in the environment (NCCL on CUDA, gloo on the CPU); this process's device."
     if num_distrib() <= 1: return default_device()
+    die_with_parent()
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         device = torch.device('cuda', torch.cuda.current_device())
@@ -86,24 +114,33 @@ def global_batch_size(bs:int) -> int:
     return bs * max(num_distrib(), 1)
 
 # %% ../../nbs/44_callbacks_distributed.ipynb #3e4caf50
-def _sum_over_processes(*values) -> list:
-    "The sums over all processes of `values` (numbers or tensors), as floats."
-    total = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    if is_distributed(): dist.all_reduce(total)
-    return total.tolist()
+def _summed(pairs) -> tuple[float, float]:
+    "The sum of the totals and the sum of the counts of `(total, count)` pairs."
+    totals, counts = zip(*pairs)
+    return sum(totals), sum(counts)
 
 def reduce_averages(learn:Learner, phase:str):
-    "Make the running averages of `learn` for `phase` ('train' or 'valid') those of all processes: the Recorder's loss and metrics with totals and counts, and the loss-term columns of a `LossTermsCallback`."
-    averages = [learn.recorder.loss] + list(learn.metrics) if phase == 'valid' else []
-    for average in averages:
-        if hasattr(average, 'total') and hasattr(average, 'count'): average.total, average.count = _sum_over_processes(average.total, average.count)
-    for cb in learn.cbs.filter(lambda cb: isinstance(cb, LossTermsCallback)):
-        sums = cb.sums.get(phase, {})
-        for term, (total, count) in sorted(sums.items()): sums[term] = tuple(_sum_over_processes(total, count))
+    "Make the running averages of `learn` for `phase` ('train' or 'valid') those of all processes, in one gather that every process makes."
+    averages = [a for a in [learn.recorder.loss, *learn.metrics] if hasattr(a, 'total') and hasattr(a, 'count')] if phase == 'valid' else []
+    terms = [cb.sums.setdefault(phase, {}) for cb in learn.cbs.filter(lambda cb: isinstance(cb, LossTermsCallback))]
+    local = ([(float(a.total), float(a.count)) for a in averages], [{k: (float(t), float(c)) for k, (t, c) in s.items()} for s in terms])
+    # one collective, made by every process whatever its number of batches (a process without any has no loss terms yet)
+    parts = gather_objects(local)
+    for i, average in enumerate(averages): average.total, average.count = _summed(p[0][i] for p in parts)
+    for i, sums in enumerate(terms):
+        names = sorted({name for p in parts for name in p[1][i]})
+        sums.update({name: _summed(p[1][i].get(name, (0., 0.)) for p in parts) for name in names})
+
+# %% ../../nbs/44_callbacks_distributed.ipynb #514441fb
+def sync_buffers(model:nn.Module, # the same model on every process
+                 src:int=0): # the process whose buffers every process takes
+    "Copy the buffers of `model` (BatchNorm statistics) of process `src` to every process; every process must call it."
+    if not is_distributed(): return
+    for buffer in model.buffers(): dist.broadcast(buffer, src)
 
 # %% ../../nbs/44_callbacks_distributed.ipynb #c179606d
 class DistributedCallback(Callback):
-    "Data-parallel training under `torchrun`: the model in `DistributedDataParallel` (BatchNorm as `SyncBatchNorm` with `sync_bn` on CUDA), loaders in `ShardedDL`, averages over all processes, output on rank 0 only; a no-op in a single process."
+    "Data-parallel training under `torchrun`: a DDP model, `ShardedDL` loaders, averages of all processes, output on rank 0."
     order = 11   # after mixed precision (10), before the EMA and checkpoints, which look through the wrapper
     def __init__(self, sync_bn:bool=True, find_unused_parameters:bool=False, **ddp_kwargs):
         self.sync_bn, self.ddp_kwargs, self.ddp = sync_bn, dict(find_unused_parameters=find_unused_parameters, **ddp_kwargs), None
@@ -127,7 +164,10 @@ class DistributedCallback(Callback):
     def after_train(self): reduce_averages(self.learn, 'train')
 
     def before_validate(self):
-        if self.ddp is not None: self.learn.model = self.ddp.module
+        if self.ddp is not None:
+            self.learn.model = self.ddp.module
+            # each process's BatchNorm statistics moved with its own batches: validate the model rank 0 saves (its EMA too)
+            for model in dict.fromkeys([self.ddp.module, evaluated_model(self.learn)]): sync_buffers(model)
         if is_distributed(): self.learn.dl = self._shard(self.learn.dl)   # `learn.validate()` outside fit too
 
     def after_validate(self):

@@ -22,12 +22,14 @@ from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine
 from fastai.callback.training import GradientClip
 from fastai.torch_core import rank_distrib
 from ..core import VisionnbError, _message
+from ..models.backbone import compare_state_dicts, load_tensors
 from ..learner.det import unwrap_model
 from ..learner.cls import precision_callbacks
 
 # %% auto #0
 __all__ = ['warmup_cosine', 'ema_decay', 'ramped_ema', 'EMACallback', 'evaluated_model', 'CheckpointError', 'atomic_save',
-           'load_checkpoint', 'rng_states', 'set_rng_states', 'TrainingCheckpoint', 'plain_state', 'training_callbacks']
+           'load_checkpoint', 'is_temporary', 'remove_stale_temporaries', 'rng_states', 'set_rng_states',
+           'TrainingCheckpoint', 'settings_differences', 'plain_state', 'training_callbacks']
 
 # %% ../../nbs/43_callbacks_training.ipynb #7cf88ad1
 def warmup_cosine(lr_max, warmup:float=0.05, start:float=1e-3, end:float=1e-2):
@@ -141,10 +143,25 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     "The checkpoint at `path`, read with `torch.load(weights_only=True)`: tensors and plain Python values only, no code."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(path, 'checkpoint not found', fix='Check the path, or train without resuming')
-    try: return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(path, f'cannot be read as a checkpoint ({type(e).__name__}: {e})',
-                              fix='Delete it to start afresh, or pass a checkpoint written by TrainingCheckpoint') from e
+    return load_tensors(path, CheckpointError, 'a checkpoint', fix='Delete it to start afresh, or pass a checkpoint written by TrainingCheckpoint',
+                        map_location=map_location)
+
+# %% ../../nbs/43_callbacks_training.ipynb #29cc089d
+def is_temporary(path) -> bool:
+    "Whether `path` is named like the temporary file of an atomic write: hidden, ending in `.partial` or `.tmp`, or `.tmp.<ext>`."
+    name = Path(path).name
+    return name.startswith('.') and (name.endswith(('.partial', '.tmp')) or '.tmp.' in name)
+
+def remove_stale_temporaries(folder) -> list[tuple[Path, int]]:
+    "Delete the temporary files of interrupted writes directly in `folder`; `(path, bytes)` of each one removed."
+    folder, removed = Path(folder), []
+    if not folder.is_dir(): return removed
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and is_temporary(path):
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            removed.append((path, size))
+    return removed
 
 # %% ../../nbs/43_callbacks_training.ipynb #2b0b0aec
 def _loaders(dls) -> list:
@@ -170,13 +187,19 @@ def set_rng_states(states:dict, dls=None):
 
 # %% ../../nbs/43_callbacks_training.ipynb #189ddb5c
 class TrainingCheckpoint(TrackerCallback):
-    "Write everything training needs to continue to `folder/last.pth` every `every` epochs and the weights that score best on `monitor` to `folder/best.pth`, atomically; with `resume=True`, continue from `last.pth` when it exists."
+    "Checkpoints in `folder`: `last.pth` every `every` epochs, `best.pth` by `monitor`, atomically; `resume` continues from `last.pth`."
     order = TrackerCallback.order + 1   # after the Recorder has the epoch's values
-    def __init__(self, folder='checkpoints', monitor:str|None='valid_loss', comp=None, min_delta:float=0., every:int=1,
-                 resume:bool=False, load_best:bool=False):
+    def __init__(self,
+                 folder='checkpoints',       # where `last.pth` and `best.pth` go
+                 monitor:str|None='valid_loss', # the recorder value that picks `best.pth`; None: no `best.pth`
+                 comp=None, min_delta:float=0., # as fastai's `TrackerCallback`
+                 every:int=1,                # write `last.pth` after every `every` epochs (and after the last)
+                 resume:bool=False,          # continue from `last.pth` when it exists
+                 load_best:bool=False,       # load `best.pth` into the model after fit
+                 settings:dict|None=None):   # what defines this training (arch, lr, size...): a resumed run must match it
         super().__init__(monitor=monitor or 'valid_loss', comp=comp, min_delta=min_delta)
         self.folder, self.track, self.every, self.resume, self.load_best = Path(folder), monitor is not None, every, resume, load_best
-        self.start_epoch, self.resumed_from = 0, None
+        self.settings, self.start_epoch, self.resumed_from, self.removed = settings, 0, None, []
 
     @property
     def last(self) -> Path: return self.folder/'last.pth'
@@ -186,6 +209,7 @@ class TrainingCheckpoint(TrackerCallback):
     def before_fit(self):
         super().before_fit()
         self.start_epoch, self.resumed_from, self._history = 0, None, None
+        if self.run and not rank_distrib(): self.removed = remove_stale_temporaries(self.folder)
         if self.run and self.resume and self.last.exists(): self._restore(load_checkpoint(self.last))
 
     def before_epoch(self):
@@ -227,7 +251,8 @@ def state(self:TrainingCheckpoint) -> dict:
     return dict(epoch=self.epoch, n_epoch=self.n_epoch, train_iter=learn.train_iter, model=unwrap_model(learn.model).state_dict(),
                 optimizer=plain_state(learn.opt.state_dict()), scaler=scaler.state_dict() if scaler is not None else {},
                 callbacks={name: cb.checkpoint_state() for name, cb in _stateful(learn).items()},
-                best=float(self.best), history=plain_state(_history(self.recorder)), rng=rng_states(learn.dls))
+                best=float(self.best), history=plain_state(_history(self.recorder)), rng=rng_states(learn.dls),
+                settings=plain_state(self.settings))
 
 @patch
 def _save_best(self:TrainingCheckpoint):
@@ -240,15 +265,42 @@ def _settle_loaders(dls):
     for dl in _loaders(dls):
         if hasattr(dl, '_one_pass') and not getattr(dl, '_types', None): dl._one_pass()
 
+def _plain(v):
+    "Settings as JSON would give them back: tuples as lists, recursively."
+    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
+    return v
+
+def settings_differences(recorded:dict|None, current:dict|None) -> list[str]:
+    "`'key: recorded -> current'` for every setting that differs (none when either side has no settings)."
+    if recorded is None or current is None: return []
+    recorded, current, missing = _plain(recorded), _plain(current), object()
+    shown = lambda d, k: repr(d[k]) if k in d else 'not set'
+    return [f"{k}: {shown(recorded, k)} -> {shown(current, k)}"
+            for k in dict.fromkeys([*recorded, *current]) if recorded.get(k, missing) != current.get(k, missing)]
+
+def _check_belongs(checkpoint, state:dict):
+    "Raise a `CheckpointError` unless `state` was written by this training: same epochs, settings, callbacks and model."
+    fresh = "or use another folder (or resume=False) to start afresh"
+    if state['n_epoch'] != checkpoint.n_epoch:
+        raise CheckpointError(checkpoint.last, f"written by a fit of {state['n_epoch']} epochs, this fit has {checkpoint.n_epoch}",
+                              fix=f"Fit for {state['n_epoch']} epochs to continue it, {fresh}")
+    if changed := settings_differences(state.get('settings'), checkpoint.settings):
+        raise CheckpointError(checkpoint.last, f"written by a training with other settings ({'; '.join(changed)})",
+                              fix=f"Give the interrupted run's settings to continue it, {fresh}")
+    missing = sorted(set(state['callbacks']) - set(_stateful(checkpoint.learn)))
+    if missing: raise CheckpointError(checkpoint.last, f"holds the state of callbacks {missing} that this learner lacks", fix='Add the same callbacks as the interrupted run')
+    missing, unexpected, mismatched = compare_state_dicts(unwrap_model(checkpoint.learn.model).state_dict(), state['model'])
+    if missing or unexpected or mismatched:
+        first = [*missing, *unexpected, *(k for k, *_ in mismatched)][:3]
+        raise CheckpointError(checkpoint.last, f"holds the weights of another model ({len(missing)} missing, {len(unexpected)} unexpected, "
+                              f"{len(mismatched)} mismatched keys, first {first})", fix=f"Build the same model as the interrupted run, {fresh}")
+
 @patch
 def _restore(self:TrainingCheckpoint, state:dict):
     "Put the state of `last.pth` back into the learner and its callbacks, and skip the epochs it finished."
-    if state['n_epoch'] != self.n_epoch:
-        raise CheckpointError(self.last, f"written by a fit of {state['n_epoch']} epochs, this fit has {self.n_epoch}",
-                              fix=f"Fit for {state['n_epoch']} epochs to continue it, or use another folder (or resume=False) to start afresh")
+    _check_belongs(self, state)
     learn, stateful = self.learn, _stateful(self.learn)
-    missing = sorted(set(state['callbacks']) - set(stateful))
-    if missing: raise CheckpointError(self.last, f"holds the state of callbacks {missing} that this learner lacks", fix='Add the same callbacks as the interrupted run')
     unwrap_model(learn.model).load_state_dict(state['model'])
     learn.opt.load_state_dict(state['optimizer'])
     if state['scaler'] and getattr(learn, 'scaler', None) is not None: learn.scaler.load_state_dict(state['scaler'])
@@ -276,11 +328,19 @@ def plain_state(obj):
     return obj
 
 # %% ../../nbs/43_callbacks_training.ipynb #5d5c1032
-def training_callbacks(folder=None, ema:float|None=0.9998, ema_tau:float=2000., clip:float|None=None, precision:str|None=None,
-                       monitor:str|None='valid_loss', resume:bool=False, every:int=1) -> list:
-    "The callbacks of a training recipe: an `EMACallback` (decay `ema`, None: none), fastai's `GradientClip` (max norm `clip`), the `precision` callbacks and a `TrainingCheckpoint` in `folder` (None: none)."
+def training_callbacks(folder=None,              # the checkpoint folder (None: no checkpoints)
+                       ema:float|None=0.9998,    # decay of an `EMACallback` (None: no EMA)
+                       ema_tau:float=2000.,      # the EMA's warm-up, in optimizer steps
+                       clip:float|None=None,     # max gradient norm of fastai's `GradientClip` (None: no clipping)
+                       precision:str|None=None,  # the `precision_callbacks` to add (None: none)
+                       monitor:str|None='valid_loss', # what picks `best.pth`
+                       resume:bool=False,        # continue from `folder/last.pth` when it exists
+                       every:int=1,              # write `last.pth` every `every` epochs
+                       settings:dict|None=None   # what defines the training: a resumed run must match it
+                      ) -> list:
+    "The callbacks of a training recipe: EMA, gradient clipping, mixed precision and a `TrainingCheckpoint`."
     cbs = [] if ema is None else [EMACallback(ema, ema_tau)]
     if clip is not None: cbs.append(GradientClip(clip))
     if precision is not None: cbs += precision_callbacks(precision)
-    if folder is not None: cbs.append(TrainingCheckpoint(folder, monitor=monitor, resume=resume, every=every))
+    if folder is not None: cbs.append(TrainingCheckpoint(folder, monitor=monitor, resume=resume, every=every, settings=settings))
     return cbs

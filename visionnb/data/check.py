@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
-from ..core import DatasetError
+from ..core import DatasetError, reading
 from .core import Record, Records, load_image, image_size, exif_orientation, decode_segments, encode_masks, _SWAPS_AXES
 
 # %% auto #0
@@ -46,12 +46,14 @@ FINDING_KINDS = {
                          'boxes and masks rotated into the displayed frame (exact)'),
     'read-error':     _K('error', 'an entry the reader could not load', 'skipped-entry', 'skipped-entry'),
     'duplicate-annotation-id': _K('error', 'an annotation id used again in the same annotation file', 'skipped-object', 'skipped-object'),
-    'unknown-class':  _K('error', 'label -1 (a class the vocab does not know) or outside the vocab', 'skipped-object', 'skipped-object'),
+    'duplicate-object': _K('error', 'the same class and box written twice for one image', 'skipped-object', 'skipped-object'),
+    'unknown-class':  _K('error', 'a class the vocab does not know (named as the file writes it), or a label outside the vocab', 'skipped-object', 'skipped-object'),
     'inverted-box':   _K('error', 'x2 < x1 or y2 < y1', 'fixed', 'skipped-object', 'corners swapped'),
     'degenerate-box': _K('error', 'width or height not above `min_size` (default 1 pixel), or a coordinate that is not finite', 'skipped-object', 'skipped-object'),
     'box-outside-image': _K('error', 'the box does not overlap the image at all', 'skipped-object', 'skipped-object'),
     'box-partly-outside': _K('error', 'the box crosses the image border', 'fixed', 'skipped-object', 'clipped to the image'),
     'wrong-extension': _K('warning', 'file content does not match its extension (e.g. PNG bytes named .jpg)', 'kept', 'kept'),
+    'missing-label-file': _K('warning', 'an image without its label file (YOLO): read as an image without objects, often a lost label file', 'kept', 'kept'),
     'exif-rotated':   _K('info', 'EXIF orientation tag: load_image shows the image upright', 'kept', 'kept'),
     'grayscale-image': _K('info', 'one channel: load_image converts to RGB', 'kept', 'kept'),
     'alpha-image':    _K('info', 'transparency: load_image composites on black', 'kept', 'kept'),
@@ -92,16 +94,14 @@ def _error_kind(err:DatasetError) -> str:
 
 def image_facts(path, decode:bool=True) -> SimpleNamespace:
     "Format, mode, stored and displayed `(h, w)` and EXIF orientation of an image; decoding it fully when `decode`."
-    try:
+    # a checker must survive any file: PIL plugins can fail with other exceptions on hostile bytes
+    with reading(path, problem='not an image file that can be read'):
         displayed = image_size(path)
         with Image.open(path) as img:
             facts = SimpleNamespace(format=img.format, mode=img.mode, transparency='transparency' in img.info,
                                     stored=(img.height, img.width), orientation=exif_orientation(img), displayed=displayed)
         if decode: load_image(path)
         return facts
-    except DatasetError: raise
-    # a checker must survive any file: PIL plugins can fail with other exceptions on hostile bytes
-    except Exception as e: raise DatasetError(path, f'not an image file that can be read ({type(e).__name__}: {e})') from None
 
 # %% ../../nbs/01e_data_check.ipynb #0fce8781
 def _mode_kind(facts) -> str|None:
@@ -255,11 +255,21 @@ def _image_entry(rec:Record): return f"image id={rec.image_id}" if rec.image_id 
 
 def _fmt(box) -> str: return '[' + ', '.join(f'{v:g}' for v in np.asarray(box).tolist()) + ']'
 
+def _vocab_text(vocab) -> str: return str(list(vocab)) if len(vocab) <= 10 else str(list(vocab[:10]))[:-1] + f', ... ({len(vocab)} classes)]'
+
+def _class_problem(rec:Record, i:int, vocab) -> str:
+    "What is wrong with the class of object `i`, in the file's own terms when the reader kept them."
+    written = None if rec.source_classes is None else rec.source_classes[i]
+    if written is None: return f'label {int(rec.labels[i])} is not a class of the vocab {_vocab_text(vocab)}'
+    if str(rec.source).endswith('.json'): return f'category_id {written!r} is not in `categories`'
+    return f'class {written!r} is not in the vocab {_vocab_text(vocab)}'
+
 class _RecordCheck:
     "The checks of one record; `run` returns the cleaned copy, or None when the image is skipped."
     def __init__(self, rec, vocab, policy, check_images, min_size, seen, findings):
         self.rec, self.vocab, self.policy, self.check_images, self.min_size = rec, vocab, policy, check_images, min_size
         self.seen, self.findings = seen, findings
+        self.objects = {}   # (label, class as written, box) -> the entry of its first object
 
     def note(self, kind, message, entry='image') -> str:
         rec, action = self.rec, policy_action(kind, self.policy)
@@ -271,6 +281,8 @@ class _RecordCheck:
     def run(self) -> Record|None:
         rec = self.rec
         for entry, problem in rec.read_errors: self.note('read-error', problem, entry)
+        if not rec.annotated: self.note('missing-label-file', f'{rec.file.name} has no label file: it is read as an image without objects; '
+                                        'add the file if the image has objects', entry=None)
         if self.duplicate_image() and self.policy != 'raise': return None
         facts = self.image()
         if facts is False: return None
@@ -280,8 +292,9 @@ class _RecordCheck:
         if bounds is False: return None
         keep = np.array([self.object(out, i, bounds) for i in range(len(out))], bool)
         out = out.subset(keep)
-        if not len(out):
-            self.note('no-objects', 'no objects: a negative example' if not len(rec) else f'no objects left after dropping {len(rec)}')
+        if not len(out) and rec.annotated:
+            self.note('no-objects', f'no objects left after dropping {len(rec)}' if len(rec) else
+                      f'no objects: {len(rec.read_errors)} entries could not be read' if rec.read_errors else 'no objects: a negative example')
         return out
 
     def duplicate_image(self) -> bool:
@@ -297,11 +310,13 @@ class _RecordCheck:
         return bool(dup)
 
     def image(self):
-        "The image's facts; None when images are not checked; False when the image is skipped."
+        "The image's facts; None when images are not checked; False when the image cannot be read."
         if not self.check_images: return None
         try: facts = image_facts(self.rec.file)
         except DatasetError as e:
-            return False if self.note(_error_kind(e), e.problem) == 'skipped-image' else None
+            # skipped, or raised: without its pixels nothing else of the image can be checked, under any policy
+            self.note(_error_kind(e), e.problem)
+            return False
         for kind, message in _image_notes(self.rec.file, facts): self.note(kind, message)
         return facts
 
@@ -342,8 +357,12 @@ class _RecordCheck:
         self.seen.ann_ids.add(key)
         label = int(out.labels[i])
         if label < 0 or (self.vocab and label >= len(self.vocab)):
-            if dropped('unknown-class', f'label {label} is not a class of the vocab ({len(self.vocab)} classes)'): return False
+            if dropped('unknown-class', _class_problem(out, i, self.vocab)): return False
         box = out.boxes[i]
+        same = (label, None if out.source_classes is None else _key(out.source_classes[i]), tuple(box.tolist()))
+        if same in self.objects:
+            if dropped('duplicate-object', f'the same class and box {_fmt(box)} as {self.objects[same]}'): return False
+        self.objects.setdefault(same, entry)
         if not np.isfinite(box).all(): return not dropped('degenerate-box', f'box {_fmt(box)} has a coordinate that is not finite')
         if box[2] < box[0] or box[3] < box[1]:
             action = self.note('inverted-box', f'box {_fmt(box)} has x2 < x1 or y2 < y1', entry)

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 import visionnb
-from ..core import DatasetError
-from .core import Record, Records, encode_masks, image_size, masks_to_boxes
+from ..core import DatasetError, reading
+from .core import Record, Records, encode_masks, image_size, masks_to_boxes, parse_dim
 from fastcore.basics import patch
 
 # %% auto #0
@@ -25,9 +25,7 @@ def _load_json(ann_file) -> dict:
     "The parsed COCO file, or a `DatasetError` saying why it cannot be read."
     ann_file = Path(ann_file)
     if not ann_file.exists(): raise DatasetError(ann_file, 'annotation file not found', fix='Check the path')
-    try: data = json.loads(ann_file.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(ann_file, f'not valid JSON ({e})', fix='Re-export the annotations; the file may be truncated') from None
+    with reading(ann_file, problem='not valid JSON', fix='Re-export the annotations; the file may be truncated'): data = json.loads(ann_file.read_bytes())
     if not isinstance(data, dict): raise DatasetError(ann_file, 'the top level is not a JSON object', fix='A COCO file is an object with images, annotations and categories')
     for key in _LISTS:
         if not isinstance(data.get(key), list):
@@ -46,61 +44,82 @@ def _coco_vocab(ann_file, categories) -> tuple[list, dict]:
     return [str(c.get('name', c['id'])) for c in cats], {c['id']: i for i, c in enumerate(cats)}
 
 # %% ../../nbs/01b_data_coco.ipynb #d73fb847
+_ANN_FIX = 'Give the annotation an integer `image_id` and `category_id` and a `bbox` of 4 numbers'
+_IMAGE_FIX = 'Give the image entry an integer `id`, its `file_name` as a string, and a positive `width` and `height` (or none)'
+
 def _entry(ann) -> str: return f"annotation id={ann.get('id')}" if isinstance(ann, dict) else 'annotation'
 
-def _bbox(ann):
-    "`[x, y, w, h]` as 4 floats, or None when the entry has no usable box."
-    try: b = [float(v) for v in ann['bbox']]
-    except (KeyError, TypeError, ValueError): return None
-    return b if len(b) == 4 else None
+def _id(value, name:str):
+    "An id as written when it can link entries (a number, a string or null); ValueError otherwise."
+    if value is None or isinstance(value, (int, float, str)): return value
+    raise ValueError(f'`{name}` is {value!r}, not an integer or a string')
 
-def _dim(value):
-    "An image width or height as a positive int, or None when missing or unusable (`check_dataset` reads the image)."
-    try: value = int(value)
-    except (TypeError, ValueError): return None
-    return value if value > 0 else None
+def _bbox(ann:dict) -> list:
+    "`[x, y, w, h]` as 4 floats; ValueError when the entry has no usable box."
+    try: b = [float(v) for v in ann['bbox']]
+    except (KeyError, TypeError, ValueError): b = []
+    if len(b) != 4: raise ValueError(f"`bbox` is missing or not 4 numbers: {ann.get('bbox')!r}")
+    return b
+
+def _object(ann:dict, vocab_index:dict) -> tuple:
+    "`(xywh box, label, category_id, segmentation, crowd, difficult, id)` of one annotation; ValueError when it is unusable."
+    cid = _id(ann.get('category_id'), 'category_id')
+    return (_bbox(ann), vocab_index.get(cid, -1), cid, ann.get('segmentation') or [],
+            bool(ann.get('iscrowd', 0)), bool(ann.get('difficult', 0)), ann.get('id'))
+
+def _file_name(img:dict) -> str:
+    name = img.get('file_name')
+    if not isinstance(name, str) or not name: raise ValueError(f'`file_name` is {name!r}: missing or not a string')
+    return name
 
 def _image_record(img, anns, img_dir, vocab_index, with_segments, source) -> Record:
-    "One `Record` from a COCO image entry and its annotations."
-    boxes, labels, segments, crowd, difficult, ann_ids, errors = [], [], [], [], [], [], []
+    "One `Record` from a COCO image entry and its annotations; an unusable annotation, width or height is a read error."
+    objects, errors, entry = [], [], f"image id={img.get('id')}"
     for ann in anns:
-        b = _bbox(ann)
-        if b is None:
-            errors.append((_entry(ann), f"`bbox` is missing or not 4 numbers: {ann.get('bbox')!r}")); continue
-        boxes.append(b); labels.append(vocab_index.get(ann.get('category_id'), -1))
-        segments.append(ann.get('segmentation') or [])
-        crowd.append(bool(ann.get('iscrowd', 0))); difficult.append(bool(ann.get('difficult', 0)))
-        ann_ids.append(ann.get('id'))
+        with reading(source, _entry(ann), fix=_ANN_FIX, errors=errors): objects.append(_object(ann, vocab_index))
+    size = {}
+    for key in ('height', 'width'):
+        with reading(source, entry, fix=_IMAGE_FIX, errors=errors): size[key] = parse_dim(img.get(key), f'`{key}`')
+    boxes, labels, classes, segments, crowd, difficult, ann_ids = (list(column) for column in zip(*objects)) if objects else ([] for _ in range(7))
     # xywh -> xyxy in float64, then float32: x + w then rounds once, so written boxes read back bit for bit
     xyxy = np.asarray(boxes, np.float64).reshape(-1, 4)
     xyxy[:, 2:] += xyxy[:, :2]
-    return Record(Path(img_dir)/str(img['file_name']), _dim(img.get('height')), _dim(img.get('width')),
-                  xyxy.astype(np.float32), labels, segments if with_segments else None, crowd, difficult, ann_ids,
-                  img.get('id'), source, errors)
+    return Record(Path(img_dir)/_file_name(img), size.get('height'), size.get('width'), xyxy.astype(np.float32), labels,
+                  segments if with_segments else None, crowd, difficult, ann_ids, img.get('id'), source,
+                  [(e.entry, e.details) for e in errors], classes)
 
 # %% ../../nbs/01b_data_coco.ipynb #abca17c8
+def _orphans(ann_file, by_image:dict, seen:set, listed:dict) -> list:
+    "A `DatasetError` for each annotation whose image is not a record: not in `images`, or its entry could not be read."
+    return [DatasetError(ann_file, f'image_id {iid!r} is not in `images`' if iid not in listed else
+                         f'its image, images[{listed[iid]}], could not be read', entry=_entry(a))
+            for iid, anns in by_image.items() if iid not in seen for a in anns]
+
 def coco_records(ann_file, img_dir=None) -> Records:
     "Read a COCO json file into `Records` (images in `img_dir`, default the file's folder; vocab in category-id order)."
     ann_file = Path(ann_file)
     img_dir = ann_file.parent if img_dir is None else Path(img_dir)
     data = _load_json(ann_file)
-    vocab, vocab_index = _coco_vocab(ann_file, data['categories'])
+    with reading(ann_file, 'categories', fix='Give every category an integer `id` and a `name`'):
+        vocab, vocab_index = _coco_vocab(ann_file, data['categories'])
     by_image, errors = defaultdict(list), []
     for ann in data['annotations']:
-        if isinstance(ann, dict): by_image[ann.get('image_id')].append(ann)
-        else: errors.append((ann_file, 'annotation', f'not a JSON object: {ann!r:.60}'))
+        with reading(ann_file, _entry(ann), fix=_ANN_FIX, errors=errors):
+            if not isinstance(ann, dict): raise ValueError(f'not a JSON object: {ann!r:.60}')
+            by_image[_id(ann.get('image_id'), 'image_id')].append(ann)
     with_segments = any(isinstance(a, dict) and a.get('segmentation') for a in data['annotations'])
-    items, seen = [], set()
+    items, seen, listed = [], set(), {}
     for i, img in enumerate(data['images']):
-        if not isinstance(img, dict) or 'file_name' not in img:
-            errors.append((ann_file, f'images[{i}]', 'image entry has no `file_name`')); continue
-        iid = img.get('id')
-        # a repeated image id keeps no annotations of its own: they were all given to the first image with that id
-        rec = _image_record(img, by_image.get(iid, []) if iid not in seen else [], img_dir, vocab_index, with_segments, str(ann_file))
-        if iid in seen: rec.read_errors.append((f'image id={iid}', 'image id used twice; its annotations went to the first image with this id'))
-        seen.add(iid); items.append(rec)
-    errors += [(ann_file, _entry(a), f"image_id {iid!r} is not in `images`") for iid, anns in by_image.items() if iid not in seen for a in anns]
-    return Records(items, vocab, errors)
+        with reading(ann_file, f'images[{i}]', fix=_IMAGE_FIX, errors=errors):
+            if not isinstance(img, dict): raise ValueError(f'not a JSON object: {img!r:.60}')
+            iid = _id(img.get('id'), 'id')
+            listed.setdefault(iid, i)
+            # a repeated image id keeps no annotations of its own: they were all given to the first image with that id
+            rec = _image_record(img, by_image.get(iid, []) if iid not in seen else [], img_dir, vocab_index, with_segments, str(ann_file))
+            if iid in seen: rec.read_errors.append((f'image id={iid}', 'image id used twice; its annotations went to the first image with this id'))
+            seen.add(iid); items.append(rec)
+    errors += _orphans(ann_file, by_image, seen, listed)
+    return Records(items, vocab, [(e.file, e.entry, e.details) for e in errors])
 
 # %% ../../nbs/01b_data_coco.ipynb #47e361c3
 class CocoCreator:

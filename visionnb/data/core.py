@@ -4,18 +4,19 @@
 
 # %% ../../nbs/01a_data_core.ipynb #0b4ff172
 from __future__ import annotations
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
-from ..core import DatasetError
+from ..core import DatasetError, reading
 
 # %% auto #0
-__all__ = ['Record', 'Records', 'exif_orientation', 'load_image', 'image_size', 'decode_segments', 'encode_masks',
-           'masks_to_boxes', 'record_target']
+__all__ = ['Record', 'Records', 'parse_dim', 'decoding', 'exif_orientation', 'load_image', 'image_size', 'decode_segments',
+           'encode_masks', 'masks_to_boxes', 'record_target']
 
 # %% ../../nbs/01a_data_core.ipynb #d13f2974
 def _array(x, dtype, shape) -> np.ndarray:
@@ -36,6 +37,8 @@ class Record:
     image_id: int|None = None
     source: str = ''                # the annotation file the record was read from
     read_errors: list = field(default_factory=list)  # (entry, problem) pairs a reader found and could not place
+    source_classes: list|None = None  # per object, its class as the file writes it (VOC name, COCO category_id, YOLO index)
+    annotated: bool = True          # False: the source has no annotations for this image (a YOLO image without a label file)
 
     def __post_init__(self):
         self.file = Path(self.file)
@@ -45,8 +48,9 @@ class Record:
         self.iscrowd = _array(self.iscrowd if self.iscrowd is not None else np.zeros(n), bool, (n,))
         self.difficult = _array(self.difficult if self.difficult is not None else np.zeros(n), bool, (n,))
         self.ann_ids = list(range(n)) if self.ann_ids is None else list(self.ann_ids)
-        if self.segments is not None and len(self.segments) != n:
-            raise ValueError(f"{self.file}: {len(self.segments)} segments for {n} boxes")
+        for name in ('segments', 'source_classes'):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
+                raise ValueError(f"{self.file}: {len(getattr(self, name))} {name} for {n} boxes")
 
     @property
     def size(self): return (self.height, self.width)
@@ -55,10 +59,10 @@ class Record:
     def subset(self, keep) -> Record:
         "A copy holding only the objects selected by the bool or index array `keep`."
         keep = np.arange(len(self))[np.asarray(keep)] if len(self) else np.zeros(0, np.int64)
-        pick = lambda xs: [xs[i] for i in keep]
-        return Record(self.file, self.height, self.width, self.boxes[keep], self.labels[keep],
-                      None if self.segments is None else pick(self.segments), self.iscrowd[keep],
-                      self.difficult[keep], pick(self.ann_ids), self.image_id, self.source, list(self.read_errors))
+        pick = lambda xs: None if xs is None else [xs[i] for i in keep]
+        return Record(self.file, self.height, self.width, self.boxes[keep], self.labels[keep], pick(self.segments),
+                      self.iscrowd[keep], self.difficult[keep], pick(self.ann_ids), self.image_id, self.source,
+                      list(self.read_errors), pick(self.source_classes), self.annotated)
 
 # %% ../../nbs/01a_data_core.ipynb #f2d13079
 class Records:
@@ -91,6 +95,18 @@ class Records:
         n_valid = int(round(len(self) * valid_pct))
         return self[sorted(idx[n_valid:])], self[sorted(idx[:n_valid])]
 
+# %% ../../nbs/01a_data_core.ipynb #caf57a1f
+def parse_dim(value,            # a width or height as the annotation file writes it
+              name:str='size'   # how the file names it, for the error
+             ) -> int|None:
+    "An image width or height as written: a positive int; None when absent or 0 (unknown); else ValueError."
+    if value is None: return None
+    try: number = float(value)
+    except (TypeError, ValueError): number = math.nan
+    if number == 0: return None
+    if not (math.isfinite(number) and number > 0): raise ValueError(f'{name} is {value!r}, not a positive number of pixels')
+    return int(number)
+
 # %% ../../nbs/01a_data_core.ipynb #ff2a8fec
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -99,13 +115,12 @@ def _open(path) -> Image.Image:
     path = Path(path)
     if not path.exists(): raise DatasetError(path, 'image file not found', fix='Check the image folder, or remove the entry from the annotations')
     if path.stat().st_size == 0: raise DatasetError(path, 'image file is empty (0 bytes)', fix='Re-export the image, or remove it and its annotations')
-    try: return Image.open(path)
-    except (UnidentifiedImageError, OSError) as e:
-        if 'truncat' in str(e).lower(): _raise_truncated(path, e)
-        raise DatasetError(path, f'not an image file that can be read ({e})', fix='Replace the file with a valid JPEG or PNG') from None
+    # PIL raises more than OSError on hostile files: DecompressionBombError for a header claiming 30000 x 30000 pixels
+    with reading(path, problem='not an image file that can be read', fix='Replace the file with a valid JPEG or PNG'): return Image.open(path)
 
-def _raise_truncated(path, e):
-    raise DatasetError(path, f'image data is truncated or corrupt ({e})', fix='Re-export or re-download the image') from None
+def decoding(path):
+    "Context for decoding the pixels of image `path`: any failure is a `DatasetError` saying they are truncated or corrupt."
+    return reading(path, problem='image data is truncated or corrupt', fix='Re-export or re-download the image')
 
 def exif_orientation(img:Image.Image) -> int:
     "The EXIF orientation tag of `img` (1 = upright, 6 and 8 = rotated by 90 degrees)."
@@ -127,11 +142,9 @@ def _to_rgb(img:Image.Image) -> Image.Image:
 def load_image(path) -> Image.Image:
     "Open `path` as an upright, 8-bit RGB PIL image, or raise a `DatasetError` naming the file."
     img = _open(path)
-    try:
+    with decoding(path):
         img.load()
-        img = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError) as e: _raise_truncated(path, e)
-    return _to_rgb(img)
+        return _to_rgb(ImageOps.exif_transpose(img))
 
 def image_size(path) -> tuple[int, int]:
     "`(height, width)` of the image as displayed, from its header only (fast; EXIF rotation applied)."
@@ -161,7 +174,7 @@ def encode_masks(masks) -> list[dict]:
 
 def masks_to_boxes(masks) -> np.ndarray:
     "Tight `xyxy` boxes (pixel edges, so a 1-pixel mask is 1 wide) around `[N, H, W]` masks; empty masks give zeros."
-    masks = torch.as_tensor(np.asarray(masks)).bool()
+    masks = torch.from_numpy(np.array(masks, dtype=bool))   # a copy: torch warns about read-only arrays (PIL's)
     boxes = torch.zeros(len(masks), 4)
     nonempty = masks.flatten(1).any(1)
     if nonempty.any():

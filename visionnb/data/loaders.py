@@ -4,20 +4,21 @@
 
 # %% ../../nbs/01h_data_loaders.ipynb #9d31b5f4
 from __future__ import annotations
-import math
+import contextlib, math
 import matplotlib.pyplot as plt
 import torch
 from fastcore.meta import delegates
-from fastai.data.core import DataLoaders, TfmdDL, TfmdLists, Transform, ItemTransform
+from fastai.data.core import DataLoaders, Pipeline, TfmdDL, TfmdLists, Transform, ItemTransform
 from fastai.data.transforms import IntToFloatTensor, Normalize
 from fastai.torch_core import TensorImage, default_device
 from fastai.vision.core import imagenet_stats
-from ..core import DatasetError
+from ..core import DatasetError, gather_objects
 from .core import Record, Records
 from .transforms import det_transforms, mosaic, pad_sample, record_sample, show_sample
 
 # %% auto #0
-__all__ = ['RecordToSample', 'V2Transform', 'round_up', 'PadBatch', 'BatchMosaic', 'DetDataLoader', 'det_dls']
+__all__ = ['RecordToSample', 'V2Transform', 'round_up', 'PadBatch', 'BatchMosaic', 'ObjectCounter', 'DetDataLoader', 'det_dls',
+           'object_counts']
 
 # %% ../../nbs/01h_data_loaders.ipynb #ef04fbb6
 class RecordToSample(Transform):
@@ -69,12 +70,71 @@ def _plain(target:dict) -> dict:
     "`target` with its v2 tensor types unwrapped to plain tensors."
     return {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
 
+# %% ../../nbs/01h_data_loaders.ipynb #9e09106f
+_COUNTS = ('images', 'objects', 'dropped')
+
+class ObjectCounter(ItemTransform):
+    "`after_batch` in the main process: per complete pass, images and objects served and objects the transforms dropped."
+    order = 0   # before the image transforms; it only reads the targets
+    def __init__(self):
+        super().__init__()
+        self.counts, self._pass = dict(passes=0, **{k: 0 for k in _COUNTS}), None
+
+    def start(self): self._pass = {k: 0 for k in _COUNTS}
+
+    @contextlib.contextmanager
+    def paused(self):
+        "Count nothing that goes through `after_batch` inside the block."
+        counting, self._pass = self._pass, None
+        try: yield
+        finally: self._pass = counting
+
+    def finish(self):
+        "Add the counts of the pass that just ended; a pass left early (`one_batch`) never gets here."
+        if self._pass is None: return
+        for k, v in self._pass.items(): self.counts[k] += v
+        self.counts['passes'] += 1
+        self._pass = None
+
+    def encodes(self, batch):
+        if self._pass is not None:
+            targets = batch[1]
+            self._pass['images'] += len(targets)
+            self._pass['objects'] += sum(len(t['boxes']) for t in targets)
+            self._pass['dropped'] += sum(int(t.get('dropped', 0)) for t in targets)
+        return batch
+
 # %% ../../nbs/01h_data_loaders.ipynb #bf1bd865
 class DetDataLoader(TfmdDL):
     "A fastai `TfmdDL` whose batches are `(images, targets)`: a `TensorImage [B, 3, H, W]` and a tuple of per-image target dicts."
     def create_batch(self, samples):
         images = TensorImage(torch.stack([image.as_subclass(torch.Tensor) for image, _ in samples]))
         return images, tuple(_plain(target) for _, target in samples)
+
+    @property
+    def counter(self) -> ObjectCounter|None: return next((t for t in self.after_batch.fs if isinstance(t, ObjectCounter)), None)
+    @property
+    def object_counts(self) -> dict:
+        "Complete passes, images and objects served, and objects the transforms dropped, in this process."
+        return dict(self.counter.counts) if self.counter else {}
+
+    def before_iter(self):
+        super().before_iter()
+        if self.counter: self.counter.start()
+
+    def after_iter(self):
+        super().after_iter()
+        if self.counter: self.counter.finish()
+
+    def _one_pass(self):
+        # fastai probes the batch types with one item through `after_batch`, also in the middle of an epoch: not a batch served
+        with (self.counter.paused() if self.counter else contextlib.nullcontext()): super()._one_pass()
+
+    def new(self, dataset=None, cls=None, **kwargs):
+        "A loader like this one (`test_dl`, `get_preds`) that counts its own passes."
+        res = super().new(dataset, cls, **kwargs)
+        res.after_batch = Pipeline([ObjectCounter() if isinstance(t, ObjectCounter) else t for t in res.after_batch.fs])
+        return res
 
     def show_batch(self, b=None, max_n:int=9, ncols:int=3, figsize=None, show_masks:bool=True):
         "Draw up to `max_n` images of batch `b` (default: `one_batch()`) with boxes, class names and masks; return the figure."
@@ -97,7 +157,8 @@ def _check_labels(records:Records, vocab:list):
         bad = (rec.labels < 0) | (rec.labels >= len(vocab))
         if bad.any():
             i = int(bad.argmax())
-            raise DatasetError(rec.source or rec.file, f'label {rec.labels[i]} is not a class of the vocab ({len(vocab)} classes)',
+            written = '' if rec.source_classes is None else f' (class {rec.source_classes[i]!r} in the file)'
+            raise DatasetError(rec.source or rec.file, f'label {rec.labels[i]}{written} is not a class of the vocab {vocab}',
                                entry=f'{rec.file.name}, object {rec.ann_ids[i]}', fix="Run check_dataset(records, policy='skip') to drop unknown classes, or add them to the vocab")
 
 @delegates(det_transforms, but=['size', 'train'])
@@ -112,8 +173,16 @@ def det_dls(train:Records, valid:Records, size:int=512, bs:int=8, num_workers:in
     after_item = [V2Transform(det_transforms(size, train=augment, **kwargs), split_idx=0),
                   V2Transform(det_transforms(size, train=False), split_idx=1)]
     before_batch = ([BatchMosaic(mosaic, size)] if mosaic and augment else []) + [PadBatch(pad_multiple)]
-    after_batch = [IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)]
-    hooks = dict(num_workers=num_workers, after_item=after_item, before_batch=before_batch, after_batch=after_batch)
-    dls = DataLoaders(DetDataLoader(tls.subset(0), bs=bs, shuffle=True, drop_last=len(train) > bs, **hooks),
-                      DetDataLoader(tls.subset(1), bs=val_bs or bs, shuffle=False, drop_last=False, **hooks))
+    # each loader counts its own objects
+    after_batch = lambda: [ObjectCounter(), IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)]
+    hooks = dict(num_workers=num_workers, after_item=after_item, before_batch=before_batch)
+    dls = DataLoaders(DetDataLoader(tls.subset(0), bs=bs, shuffle=True, drop_last=len(train) > bs, after_batch=after_batch(), **hooks),
+                      DetDataLoader(tls.subset(1), bs=val_bs or bs, shuffle=False, drop_last=False, after_batch=after_batch(), **hooks))
     return dls.to(default_device() if device is None else device)
+
+def object_counts(dls:DataLoaders) -> dict:
+    "Per loader (`train`, `valid`): passes, images and objects served, objects the transforms dropped; summed over processes."
+    # under torchrun each process counts its own shard; every process must call this (one all-gather)
+    local = {name: dl.object_counts for name, dl in zip(('train', 'valid'), dls.loaders)}
+    parts = gather_objects(local)
+    return {name: {k: sum(p[name][k] for p in parts) for k in counts} for name, counts in local.items()}

@@ -17,7 +17,7 @@ from .core import Record, load_image, decode_segments, masks_to_boxes
 
 # %% auto #0
 __all__ = ['OBJECT_FIELDS', 'PAD_FILL', 'record_sample', 'class_colors', 'show_sample', 'ResizeLongest', 'RandomWindowCrop',
-           'BoxesFromMasks', 'sanitize_boxes', 'det_transforms', 'mosaic', 'pad_sample', 'boxes_to_original',
+           'BoxesFromMasks', 'SanitizeBoxes', 'det_transforms', 'mosaic', 'pad_sample', 'boxes_to_original',
            'to_original']
 
 # %% ../../nbs/01g_data_transforms.ipynb #0bfcfc35
@@ -38,7 +38,7 @@ def record_sample(rec:Record, masks:bool=False) -> tuple:
             raise DatasetError(rec.source or rec.file, 'masks were asked for but the annotations have no segmentation', entry=rec.file.name,
                                fix='Use a dataset with instance masks, or masks=False')
         target['masks'] = tv_tensors.Mask(torch.from_numpy(decode_segments(rec.segments or [], height, width)))
-    target.update(image_id=-1 if rec.image_id is None else int(rec.image_id), orig_size=(height, width))
+    target.update(image_id=-1 if rec.image_id is None else int(rec.image_id), orig_size=(height, width), dropped=0)
     return tv_tensors.Image(F.pil_to_tensor(img)), target
 
 # %% ../../nbs/01g_data_transforms.ipynb #bd36bfef
@@ -115,9 +115,16 @@ def _object_fields(sample) -> list:
     target = sample[1]
     return [target[k] for k in OBJECT_FIELDS if k in target]
 
-def sanitize_boxes() -> v2.SanitizeBoundingBoxes:
-    "v2's `SanitizeBoundingBoxes` dropping boxes under one pixel with their labels, `iscrowd` flags and masks."
-    return v2.SanitizeBoundingBoxes(min_size=1, labels_getter=_object_fields)
+class SanitizeBoxes(v2.Transform):
+    "v2's `SanitizeBoundingBoxes`: boxes under `min_size` px dropped with their objects, and counted in `target['dropped']`."
+    def __init__(self, min_size:float=1.):
+        super().__init__()
+        self.sanitize = v2.SanitizeBoundingBoxes(min_size=min_size, labels_getter=_object_fields)
+
+    def forward(self, *inputs):
+        image, target = inputs if len(inputs) > 1 else inputs[0]
+        image, kept = self.sanitize(image, target)
+        return image, {**kept, 'dropped': target.get('dropped', 0) + len(target['boxes']) - len(kept['boxes'])}
 
 # %% ../../nbs/01g_data_transforms.ipynb #bcd20f63
 def det_transforms(size:int=512, train:bool=True, scale=(0.5, 1.5), crop:bool=True, flip:float=0.5, color:bool=True) -> v2.Compose:
@@ -127,7 +134,7 @@ def det_transforms(size:int=512, train:bool=True, scale=(0.5, 1.5), crop:bool=Tr
     if crop: tfms.append(RandomWindowCrop(size))
     if flip: tfms.append(v2.RandomHorizontalFlip(flip))
     if color: tfms.append(v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25))
-    return v2.Compose(tfms + [BoxesFromMasks(), sanitize_boxes()])
+    return v2.Compose(tfms + [BoxesFromMasks(), SanitizeBoxes()])
 
 # %% ../../nbs/01g_data_transforms.ipynb #97cc6f34
 def _tile_window(h:int, w:int, corner:int, center, size:int) -> tuple:
@@ -155,8 +162,8 @@ def mosaic(samples, size:int, center=None, fill=PAD_FILL) -> tuple:
     target = {k: torch.cat([t[k] for t in targets]) for k in targets[0]}
     target['boxes'] = tv_tensors.BoundingBoxes(target['boxes'], format='XYXY', canvas_size=(size, size))
     if 'masks' in target: target['masks'] = tv_tensors.Mask(target['masks'])
-    target.update(image_id=samples[0][1]['image_id'], orig_size=(size, size))
-    return sanitize_boxes()(BoxesFromMasks()(tv_tensors.Image(canvas), target))
+    target.update(image_id=samples[0][1]['image_id'], orig_size=(size, size), dropped=samples[0][1].get('dropped', 0))
+    return SanitizeBoxes()(BoxesFromMasks()(tv_tensors.Image(canvas), target))
 
 # %% ../../nbs/01g_data_transforms.ipynb #8d5af78c
 def pad_sample(sample, height:int, width:int, fill=PAD_FILL) -> tuple:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 import numpy as np
-from ..core import DatasetError
-from .core import Record, Records
+from ..core import DatasetError, reading
+from .core import Record, Records, parse_dim
 from .coco import records_to_coco
 
 # %% auto #0
@@ -22,13 +22,18 @@ def _text(node, path, default=None):
     text = node.findtext(path)
     return default if text is None or not text.strip() else text.strip()
 
-def _voc_size(root) -> tuple:
-    "`(height, width)` from `<size>`, each None when missing, zero or not a number."
-    def dim(tag):
-        try: value = int(float(_text(root, f'size/{tag}')))
-        except (TypeError, ValueError): return None
-        return value if value > 0 else None
-    return dim('height'), dim('width')
+def _voc_size(root, source, errors:list) -> tuple:
+    "`(height, width)` from `<size>`, each None when missing or zero; one not a positive number also goes to `errors`."
+    size = {}
+    for tag in ('height', 'width'):
+        with reading(source, 'size', fix='Write the size in pixels, or remove <size> to have it read from the image', errors=errors):
+            size[tag] = parse_dim(_text(root, f'size/{tag}'), f'<{tag}>')
+    return size.get('height'), size.get('width')
+
+def _edges(first:float, last:float) -> tuple:
+    "1-based inclusive pixel indices as 0-based edges: the lower pixel starts at edge index - 1, the upper ends at index."
+    # the lower index is the first pixel even when the corners are swapped: the box stays inverted, and swapping gives the true box
+    return (first - 1, last) if first <= last else (first, last - 1)
 
 def _voc_object(obj) -> tuple:
     "`(name, xyxy box, difficult)` of one `<object>`; ValueError saying what is wrong otherwise."
@@ -39,14 +44,12 @@ def _voc_object(obj) -> tuple:
     corners = [_text(box, k) for k in _CORNERS]
     try: x1, y1, x2, y2 = (float(c) for c in corners)
     except (TypeError, ValueError): raise ValueError(f'{name}: <bndbox> corners are not all numbers: {dict(zip(_CORNERS, corners))}') from None
-    # 1-based inclusive pixel indices -> 0-based pixel edges: pixel xmin starts at edge xmin-1, pixel xmax ends at edge xmax
-    return name, (x1 - 1, y1 - 1, x2, y2), _text(obj, 'difficult', '0').lower() in ('1', 'true', 'yes')
+    (x1, x2), (y1, y2) = _edges(x1, x2), _edges(y1, y2)
+    return name, (x1, y1, x2, y2), _text(obj, 'difficult', '0').lower() in ('1', 'true', 'yes')
 
 # %% ../../nbs/01c_data_voc.ipynb #5a044fa7
 def _parse_xml(xml_file):
-    try: return ET.parse(xml_file).getroot()
-    except ET.ParseError as e:
-        raise DatasetError(xml_file, f'not valid XML ({e})', fix='Re-export the annotation, or remove its id from the split') from None
+    with reading(xml_file, problem='not valid XML', fix='Re-export the annotation, or remove its id from the split'): return ET.parse(xml_file).getroot()
 
 def _image_file(root, images_dir:Path, image_name:str) -> Path:
     "The image named by `<filename>`, falling back to `<id>.jpg` when the tag is missing or names no file."
@@ -55,18 +58,18 @@ def _image_file(root, images_dir:Path, image_name:str) -> Path:
     if name is None: return fallback
     return images_dir/name if (images_dir/name).exists() or not fallback.exists() else fallback
 
-def _voc_file_record(xml_file:Path, images_dir:Path, image_id:int) -> tuple[Record, list]:
-    "The `Record` of one VOC XML file (labels still to set) and its objects' class names."
+def _voc_file_record(xml_file:Path, images_dir:Path, image_id:int) -> Record:
+    "The `Record` of one VOC XML file, its objects' class names in `source_classes` (labels still to set)."
     root = _parse_xml(xml_file)
-    names, boxes, difficult, ann_ids, errors = [], [], [], [], []
+    objects, errors = [], []
     for i, obj in enumerate(root.findall('object')):
-        try: name, box, hard = _voc_object(obj)
-        except ValueError as e: errors.append((f'object {i}', str(e))); continue
-        names.append(name); boxes.append(box); difficult.append(hard); ann_ids.append(f'object {i} ({name})')
-    height, width = _voc_size(root)
-    rec = Record(_image_file(root, images_dir, xml_file.stem), height, width, boxes, np.full(len(boxes), -1),
-                 difficult=difficult, ann_ids=ann_ids, image_id=image_id, source=str(xml_file), read_errors=errors)
-    return rec, names
+        with reading(xml_file, f'object {i}', fix='Give the object a <name> and a <bndbox> of 4 numbers', errors=errors):
+            objects.append((i, *_voc_object(obj)))
+    height, width = _voc_size(root, xml_file, errors)
+    index, names, boxes, difficult = (list(column) for column in zip(*objects)) if objects else ([] for _ in range(4))
+    return Record(_image_file(root, images_dir, xml_file.stem), height, width, boxes, np.full(len(boxes), -1), difficult=difficult,
+                  ann_ids=[f'object {i} ({n})' for i, n in zip(index, names)], image_id=image_id, source=str(xml_file),
+                  read_errors=[(e.entry, e.details) for e in errors], source_classes=names)
 
 # %% ../../nbs/01c_data_voc.ipynb #61dc7fb7
 def _split_ids(root:Path, split) -> tuple[list, Path|None]:
@@ -78,22 +81,27 @@ def _split_ids(root:Path, split) -> tuple[list, Path|None]:
     if not split_file.exists():
         have = sorted(p.stem for p in split_file.parent.glob('*.txt') if '_' not in p.stem)
         raise DatasetError(split_file, 'split file not found', fix=f'Use one of the splits {have}, or split=None to read every XML in Annotations/')
+    with reading(split_file, fix='Save the split as UTF-8 text, one image id a line'): lines = split_file.read_text(encoding='utf-8').splitlines()
     # per-class lists (`aeroplane_train.txt`) have a second column; the id is always the first
-    return [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()], split_file
+    return [line.split()[0] for line in lines if line.strip()], split_file
 
 def voc_records(root, split='trainval', classes=None) -> Records:
     "Read a Pascal VOC folder into `Records` (vocab: `classes`, or the sorted class names of the split)."
     root = Path(root)
     ids, split_file = _split_ids(root, split)
-    parsed, errors = [], []
+    items, errors = [], []
     for image_id, name in enumerate(ids):
         xml_file = root/'Annotations'/f'{name}.xml'
-        if xml_file.exists(): parsed.append(_voc_file_record(xml_file, root/'JPEGImages', image_id))
-        else: errors.append((split_file, name, f'no annotation file Annotations/{name}.xml'))
-    vocab = sorted({n for _, names in parsed for n in names}) if classes is None else [str(c) for c in classes]
+        if not xml_file.exists():
+            errors.append(DatasetError(split_file, f'no annotation file Annotations/{name}.xml', entry=name, fix='Add the XML, or remove the id from the split'))
+            continue
+        # a file that cannot be read at all is one entry of the dataset lost (and reported), not the end of reading
+        with reading(xml_file, fix='Re-export the annotation, or remove its id from the split', errors=errors):
+            items.append(_voc_file_record(xml_file, root/'JPEGImages', image_id))
+    vocab = sorted({n for rec in items for n in rec.source_classes}) if classes is None else [str(c) for c in classes]
     index = {n: i for i, n in enumerate(vocab)}
-    for rec, names in parsed: rec.labels = np.array([index.get(n, -1) for n in names], np.int64)
-    return Records([rec for rec, _ in parsed], vocab, errors)
+    for rec in items: rec.labels = np.array([index.get(n, -1) for n in rec.source_classes], np.int64)
+    return Records(items, vocab, [(e.file, e.entry, e.details) for e in errors])
 
 # %% ../../nbs/01c_data_voc.ipynb #ebb374fc
 def voc_to_coco(root, ann_file, split='trainval', classes=None) -> Path:

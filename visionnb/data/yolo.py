@@ -6,7 +6,7 @@
 from __future__ import annotations
 from pathlib import Path
 import numpy as np
-from ..core import DatasetError, cxcywh2xyxy, denormalize_boxes
+from ..core import DatasetError, cxcywh2xyxy, denormalize_boxes, reading
 from .core import Record, Records, image_size
 from .coco import records_to_coco
 
@@ -30,8 +30,7 @@ def _image_files(img_dir:Path) -> list[Path]:
 # %% ../../nbs/01d_data_yolo.ipynb #06ee9691
 def _names_from_yaml(path:Path) -> list[str]:
     import yaml   # PyYAML comes with fastai
-    try: names = (yaml.safe_load(path.read_text()) or {}).get('names')
-    except (yaml.YAMLError, AttributeError) as e: raise DatasetError(path, f'not a YAML mapping ({e})', fix='Check the data.yaml syntax') from None
+    with reading(path, problem='not a YAML mapping', fix='Check the data.yaml syntax'): names = (yaml.safe_load(path.read_text(encoding='utf-8')) or {}).get('names')
     if isinstance(names, dict):
         keys = sorted(int(k) for k in names)
         if keys != list(range(len(keys))): raise DatasetError(path, f'`names` keys {keys} are not 0..{len(keys)-1}', entry='names', fix='Number the classes from 0 without gaps')
@@ -45,7 +44,8 @@ def yolo_classes(classes) -> list[str]|None:
     path = Path(classes)
     if not path.exists(): raise DatasetError(path, 'class list not found', fix='Pass a list of names, classes.txt or data.yaml')
     if path.suffix.lower() in ('.yaml', '.yml'): return _names_from_yaml(path)
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    with reading(path, fix='Save the class list as UTF-8 text, one name a line'): lines = path.read_text(encoding='utf-8').splitlines()
+    return [line.strip() for line in lines if line.strip()]
 
 # %% ../../nbs/01d_data_yolo.ipynb #9672b3f0
 def _parse_line(line:str, size) -> tuple:
@@ -53,7 +53,7 @@ def _parse_line(line:str, size) -> tuple:
     tokens = line.split()
     try: cls, values = float(tokens[0]), np.array(tokens[1:], np.float64)
     except ValueError: raise ValueError(f'not all numbers: {line.strip()!r}') from None
-    if cls != int(cls): raise ValueError(f'class {tokens[0]} is not an integer')
+    if not cls.is_integer(): raise ValueError(f'class {tokens[0]} is not an integer')   # nor inf or nan
     h, w = size
     # float64 until the end, so that exact fractions (0.65 * 60) give exact pixels
     if len(values) == 4: return int(cls), denormalize_boxes(cxcywh2xyxy(values), size)[0].numpy().astype(np.float32), None
@@ -63,20 +63,23 @@ def _parse_line(line:str, size) -> tuple:
     raise ValueError(f'{len(values)} numbers after the class: a box has 4 (cx cy w h), a polygon an even number from 6')
 
 # %% ../../nbs/01d_data_yolo.ipynb #48186524
+_LINE_FIX = 'Write `class cx cy w h` (or `class x1 y1 x2 y2 ...`) with an integer class and coordinates in 0..1'
+
 def _yolo_file_record(img_file:Path, label_file:Path, image_id:int) -> tuple[Record, list]:
-    "The `Record` of one image (labels still class indexes) and its objects' polygons."
+    "The `Record` of one image (labels: class indexes) and its polygons; a `DatasetError` for an unreadable label file."
+    annotated = label_file.exists()
+    with reading(label_file, fix='Save the label file as UTF-8 text'): lines = label_file.read_text(encoding='utf-8').splitlines() if annotated else []
     try: size = image_size(img_file)
     except DatasetError as e:
         # without the image's size normalised coordinates cannot become pixels
-        return Record(img_file, image_id=image_id, source=str(label_file), read_errors=[('image', f'{e.problem}: labels not read')]), []
-    classes, boxes, polygons, ann_ids, errors = [], [], [], [], []
-    lines = label_file.read_text().splitlines() if label_file.exists() else []
+        return Record(img_file, image_id=image_id, source=str(label_file), read_errors=[('image', f'{e.problem}: labels not read')], annotated=annotated), []
+    objects, errors = [], []
     for n, line in enumerate(lines, 1):
         if not line.strip(): continue
-        try: cls, box, polygon = _parse_line(line, size)
-        except ValueError as e: errors.append((f'line {n}', str(e))); continue
-        classes.append(cls); boxes.append(box); polygons.append(polygon); ann_ids.append(f'line {n}')
-    rec = Record(img_file, *size, boxes, classes, ann_ids=ann_ids, image_id=image_id, source=str(label_file), read_errors=errors)
+        with reading(label_file, f'line {n}', fix=_LINE_FIX, errors=errors): objects.append((f'line {n}', *_parse_line(line, size)))
+    ann_ids, classes, boxes, polygons = (list(column) for column in zip(*objects)) if objects else ([] for _ in range(4))
+    rec = Record(img_file, *size, boxes, classes, ann_ids=ann_ids, image_id=image_id, source=str(label_file),
+                 read_errors=[(e.entry, e.details) for e in errors], source_classes=classes, annotated=annotated)
     return rec, polygons
 
 def _orphan_labels(label_dir:Path, used:set, img_dir:Path) -> list:
@@ -85,21 +88,33 @@ def _orphan_labels(label_dir:Path, used:set, img_dir:Path) -> list:
     return [(p, p.stem, f'no image with this stem in {img_dir}') for p in sorted(label_dir.rglob('*.txt')) if p not in used]
 
 # %% ../../nbs/01d_data_yolo.ipynb #b8447e68
+def _label_files(img_dir:Path, label_dir:Path) -> list[tuple[Path, Path]]:
+    "`(image, label file)` pairs; a `DatasetError` when no image has a label file (the label folder is wrong)."
+    pairs = [(img, (label_dir/img.relative_to(img_dir)).with_suffix('.txt')) for img in _image_files(img_dir)]
+    if pairs and not any(label.exists() for _, label in pairs):
+        raise DatasetError(label_dir, f'none of the {len(pairs)} images in {img_dir} has a label file (<image stem>.txt) in this folder',
+                           fix="Pass the folder of the label files (label_dir=, --img-dir on the command line), or use the Ultralytics "
+                               "layout: images in dataset/images/<split>, labels in dataset/labels/<split>")
+    return pairs
+
 def yolo_records(img_dir, label_dir=None, classes=None) -> Records:
     "Read a YOLO / Ultralytics folder into `Records` (`classes`: names, `classes.txt` or `data.yaml`)."
     img_dir = Path(img_dir)
     label_dir = _default_label_dir(img_dir) if label_dir is None else Path(label_dir)
     vocab = yolo_classes(classes)
-    items, polygons, used = [], [], set()
-    for image_id, img_file in enumerate(_image_files(img_dir)):
-        label_file = (label_dir/img_file.relative_to(img_dir)).with_suffix('.txt')
-        rec, polys = _yolo_file_record(img_file, label_file, image_id)
-        items.append(rec); polygons.append(polys); used.add(label_file)
+    items, polygons, errors = [], [], []
+    pairs = _label_files(img_dir, label_dir)
+    for image_id, (img_file, label_file) in enumerate(pairs):
+        # an unreadable label file loses its image's labels: one entry reported, not an image passed off as a background image
+        with reading(label_file, errors=errors):
+            rec, polys = _yolo_file_record(img_file, label_file, image_id)
+            items.append(rec); polygons.append(polys)
     if vocab is None: vocab = [str(i) for i in range(max((int(r.labels.max()) + 1 for r in items if len(r)), default=0))]
     for rec in items: rec.labels[(rec.labels < 0) | (rec.labels >= len(vocab))] = -1
     if any(p is not None for polys in polygons for p in polys):
         for rec, polys in zip(items, polygons): rec.segments = [p or [] for p in polys]
-    return Records(items, vocab, _orphan_labels(label_dir, used, img_dir))
+    unread = [(e.file, e.entry, e.details) for e in errors]
+    return Records(items, vocab, unread + _orphan_labels(label_dir, {label for _, label in pairs}, img_dir))
 
 # %% ../../nbs/01d_data_yolo.ipynb #8549ba0e
 def yolo_to_coco(img_dir, ann_file, label_dir=None, classes=None) -> Path:

@@ -13,14 +13,20 @@ from ..models.backbone import Backbone
 from ..models.necks import FPN, PAFPN
 
 # %% auto #0
-__all__ = ['conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs', 'batch_normalizer',
-           'weighted_sum', 'image_prior_weight', 'at_most', 'top_candidates', 'clip_to_sizes', 'batched_detections',
-           'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
+__all__ = ['gn_groups', 'conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs',
+           'batch_normalizer', 'weighted_sum', 'image_prior_weight', 'at_most', 'top_candidates', 'clip_to_sizes',
+           'batched_detections', 'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
-def _norm(kind:str|None, channels:int, groups:int=32) -> list[nn.Module]:
+def gn_groups(channels:int, # the width of the normalized layer
+              most:int=32,  # the most groups (the paper's 32)
+             ) -> int:
+    "GroupNorm's group count for `channels`: as many groups as divide them, up to `most`, with 2 channels or more in each."
+    return max((g for g in range(1, most + 1) if channels % g == 0 and channels // g >= 2), default=1)
+
+def _norm(kind:str|None, channels:int) -> list[nn.Module]:
     if kind is None: return []
-    if kind == 'gn': return [nn.GroupNorm(groups, channels)]
+    if kind == 'gn': return [nn.GroupNorm(gn_groups(channels), channels)]
     if kind == 'bn': return [nn.BatchNorm2d(channels)]
     raise ValueError(f"unknown head normalization {kind!r}: use None, 'gn' or 'bn'")
 
@@ -210,9 +216,9 @@ class DenseDetector(Detector):
         return self.detections(scores, outputs, decode, image_sizes)
 
 # %% ../../nbs/20_det_core.ipynb #5db465ca
-def pyramid(backbone='resnet50', out_indices=(2, 3, 4), channels:int=256, neck:str='fpn', extra_levels:int=2, extra_from:str='p5',
+def pyramid(backbone='resnet50', out_indices:int|tuple=3, channels:int=256, neck:str='fpn', extra_levels:int=2, extra_from:str='p5',
             **backbone_kwargs) -> tuple[Backbone, nn.Module]:
-    "A `Backbone` (C3-C5 by default) and an FPN or PAFPN of width `channels` with `extra_levels` (P6, P7) made from `'p5'` or `'c5'`."
+    "A `Backbone` (last 3 levels by default) and an FPN or PAFPN `channels` wide with `extra_levels` from `'p5'` or `'c5'`."
     body = backbone if isinstance(backbone, Backbone) else Backbone(backbone, out_indices=out_indices, **backbone_kwargs)
     necks = dict(fpn=FPN, pafpn=PAFPN)
     if neck not in necks: raise ValueError(f"unknown neck {neck!r}: use one of {list(necks)}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from PIL import Image
+from PIL import Image, ImageOps
 from matplotlib.figure import Figure
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
@@ -22,9 +22,9 @@ import fastai.callback.progress, fastai.callback.schedule   # the progress table
 from fastai.data.transforms import Normalize, get_image_files
 from fastai.vision.core import imagenet_stats
 from ..core import VisionnbError, ExportError
-from ..data.core import load_image
+from ..data.core import load_image, decoding, exif_orientation, _open, _to_rgb, _SWAPS_AXES
 from ..data.loaders import V2Transform, PadBatch, round_up
-from ..data.transforms import PAD_FILL, ResizeLongest, det_transforms, show_sample, to_original
+from ..data.transforms import PAD_FILL, ResizeLongest, show_sample, to_original
 from ..det.core import DenseDetector
 from ..det.fcos import fcos
 from ..det.retinanet import retinanet
@@ -34,15 +34,16 @@ from ..det.paa import paa
 from ..det.cornernet import cornernet
 from ..seg.solov2 import solov2
 from ..metrics import coco_metrics
-from ..models.backbone import Backbone, PretrainedWeightsError, compare_state_dicts, read_state_dict
+from ..models.backbone import Backbone, PretrainedWeightsError, compare_state_dicts, load_tensors, read_state_dict
 from .cls import precision_callbacks
 
 # %% auto #0
 __all__ = ['DETECTORS', 'BACKBONE_SETTINGS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'POSTPROCESS_SETTINGS', 'create_detector',
            'unwrap_model', 'DetectionLoss', 'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback',
            'TrainingError', 'NaNGuardCallback', 'det_splitter', 'DetLearner', 'det_learner', 'drawing_order',
-           'input_pipeline', 'detection_inputs', 'image_tensor', 'expand_images', 'predict_detections',
-           'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
+           'input_pipeline', 'resized_size', 'detection_inputs', 'image_tensor', 'reduced_image', 'expand_images',
+           'predict_detections', 'display_copy', 'load_detector_weights', 'detector_config', 'export_detector',
+           'load_detector']
 
 # %% ../../nbs/42_learner_det.ipynb #224f0985
 DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl, paa=paa, cornernet=cornernet, solov2=solov2)
@@ -96,15 +97,14 @@ class ImageAvgLoss(AvgLoss):
 # %% ../../nbs/42_learner_det.ipynb #c1548791
 @torch.no_grad()
 def loss_term_names(model:nn.Module) -> list[str]:
-    "The names of the terms `model.loss` returns, from one forward pass on a blank 64x256 image with one object and its mask (in eval mode)."
+    "The names of the terms `model.loss` returns, from one eval-mode pass on a blank 64x64 image with one object and mask."
     training, device = model.training, next(model.parameters()).device
     model.eval()
     try:
-        # 256 px wide: the coarsest level (stride 128) still has 2 positions, which GroupNorm needs at narrow widths
-        mask = torch.zeros(1, 64, 256, dtype=torch.uint8, device=device)
+        mask = torch.zeros(1, 64, 64, dtype=torch.uint8, device=device)
         mask[:, 8:56, 8:56] = 1   # for the models that learn masks; the others ignore it
         target = dict(boxes=torch.tensor([[8., 8., 56., 56.]], device=device), labels=torch.zeros(1, dtype=torch.int64, device=device), masks=mask)
-        return list(model.loss(model(torch.zeros(1, 3, 64, 256, device=device)), [target]))
+        return list(model.loss(model(torch.zeros(1, 3, 64, 64, device=device)), [target]))
     finally: model.train(training)
 
 class LossTermMetric(Metric):
@@ -148,39 +148,79 @@ class LossTermsCallback(Callback):
 
 # %% ../../nbs/42_learner_det.ipynb #55aeed95
 class TrainingError(VisionnbError, RuntimeError):
-    "Training cannot go on; the message names the epoch, the batch, its images and what to try."
-    def __init__(self, problem:str, epoch=None, phase:str='train', batch=None, image_ids=(), files=(), fix:str=''):
-        store_attr('problem,epoch,phase,batch,fix')
+    "Training cannot go on; the message names phase, epoch, step, batch, images and fix, each also a field a CLI can render."
+    def __init__(self, problem:str, epoch=None, phase:str='train', batch=None, image_ids=(), files=(), fix:str='', step=None, lr=None):
+        store_attr('problem,epoch,phase,batch,fix,step,lr')
         self.image_ids, self.files = list(image_ids), list(files)
-        where = f"epoch {epoch}, {phase} batch {batch}, image ids {self.image_ids}" + (f" ({', '.join(self.files)})" if self.files else '')
-        super().__init__(f"{problem} at {where}" + (f". {fix}" if fix else ''))
+        self.message = f"{problem} {self.where}" + (f". {fix}" if fix else '')
+        super().__init__(self.message)
 
-_NAN_FIX = ("Lower the learning rate or clip gradients (fastai's GradientClip callback); check these images' boxes with check_dataset; "
-           "from scratch, prefer normalized heads (e.g. retinanet version=2)")
+    @property
+    def where(self) -> str:
+        "`at epoch 0, training step 7 (batch 3 of the epoch; training image ids [..] (files))`, or the validation batch."
+        images = f"image ids {self.image_ids}" + (f" ({', '.join(self.files)})" if self.files else '')
+        if self.phase == 'train': return f"at epoch {self.epoch}, training step {self.step} (batch {self.batch} of the epoch; training {images})"
+        return f"at epoch {self.epoch}, validation batch {self.batch} (validation {images})"
+
+    def __str__(self): return self.message   # fastai's callback wrapper rewrites `args` with its own prefix
+
+def _non_finite(outputs) -> list[str]:
+    "The names of the floating-point tensors of a model's output dict (or list) that hold a NaN or an infinity."
+    items = outputs.items() if isinstance(outputs, dict) else enumerate(outputs if isinstance(outputs, (list, tuple)) else [outputs])
+    return [str(k) for k, v in items if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
 
 class NaNGuardCallback(Callback):
-    "Raise a `TrainingError` naming the epoch, batch and images as soon as the loss (or, with `check_gradients`, a gradient) is not finite."
+    "Raise a `TrainingError` at the first non-finite loss or gradient, naming the training step to blame, or validation's."
     order = Recorder.order + 1
-    def __init__(self, check_gradients:bool=True): store_attr()
+    def __init__(self, check_gradients:bool=True,             # stop on non-finite gradients too (not under fp16: its scaler skips them)
+                 lr_hint:str='the lr of fit',                 # how the user sets the learning rate, for the fix (a CLI: '--lr')
+                 clip_hint:str="fastai's GradientClip callback"): # how the user clips gradients, for the fix (a CLI: '--clip NORM')
+        store_attr(); self._stepped = None
 
-    def _error(self, problem:str) -> TrainingError:
-        ids = [int(t['image_id']) for t in self.yb[0]] if self.yb and isinstance(self.yb[0], (list, tuple)) else []
-        files = {getattr(r, 'image_id', None): Path(r.file).name for r in getattr(self.dl, 'items', []) if hasattr(r, 'file')}
-        return TrainingError(problem, getattr(self.learn, 'epoch', None), 'train' if self.training else 'valid', getattr(self.learn, 'iter', None),
-                             ids, [files[i] for i in ids if i in files], _NAN_FIX)
+    def before_fit(self): self._stepped = None
+    def after_step(self): self._stepped = self._batch()   # the last step taken: the one to blame when the model's outputs turn non-finite later
+
+    def _batch(self) -> dict:
+        "What a `TrainingError` says of the current batch (and what names its images)."
+        lr = self.opt.hypers[-1]['lr'] if self.training and getattr(self.learn, 'opt', None) is not None else None
+        return dict(epoch=getattr(self.learn, 'epoch', None), phase='train' if self.training else 'valid', batch=getattr(self.learn, 'iter', None),
+                    step=getattr(self.learn, 'train_iter', None) if self.training else None, lr=lr, yb=self.yb, dl=self.dl)
+
+    def _error(self, problem:str, batch:dict, fix:str) -> TrainingError:
+        batch = dict(batch)
+        yb, dl = batch.pop('yb'), batch.pop('dl')
+        ids = [int(t['image_id']) for t in yb[0]] if yb and isinstance(yb[0], (list, tuple)) else []
+        files = {getattr(r, 'image_id', None): Path(r.file).name for r in getattr(dl, 'items', []) if hasattr(r, 'file')}
+        return TrainingError(problem, image_ids=ids, files=[files[i] for i in ids if i in files], fix=fix, **batch)
+
+    def _diverged(self, lr) -> str:
+        at = '' if lr is None else f', {lr:.3g} at this step'
+        return (f"Lower the learning rate ({self.lr_hint}{at}) or clip the gradient norm ({self.clip_hint}); from scratch, prefer normalized heads "
+                "(e.g. retinanet version=2); if it happens at a low learning rate too, check these images' boxes with check_dataset")
 
     def after_loss(self):
         if torch.isfinite(self.loss).all(): return
         terms = getattr(self.learn.loss_func, 'terms', {})
-        raise self._error(f"the loss is {float(self.loss.float().mean())}" + (f" ({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())})" if terms else ''))
+        loss = f"{float(self.loss.detach().float().mean())}" + (f" ({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())})" if terms else '')
+        bad, here = _non_finite(self.pred), self._batch()
+        if bad and self._stepped is not None:   # the model itself diverged: blame the step that left it so, whichever batch shows it
+            seen = f"{'training' if self.training else 'validation'} batch {self.iter}"
+            raise self._error(f"the loss became non-finite during training: the optimizer step left the model with non-finite outputs "
+                              f"({', '.join(bad)}; seen on {seen}, loss {loss})", self._stepped, self._diverged(self._stepped['lr']))
+        if self.training: raise self._error(f"the loss became non-finite during training: {loss}", here, self._diverged(here['lr']))
+        if bad: raise self._error(f"the loss is {loss} in validation: the model's outputs ({', '.join(bad)}) are non-finite", here,
+                                  'Load weights saved before the model diverged')
+        raise self._error(f"the loss became non-finite in validation: {loss}, although the model's outputs are finite", here,
+                          "Check these validation images' boxes with check_dataset")
 
     def after_backward(self):
         scaler = getattr(self.learn, 'scaler', None)
         if not self.check_gradients or (scaler is not None and scaler.is_enabled()): return
         named = [(n, p.grad) for n, p in self.learn.model.named_parameters() if p.grad is not None]
         if not named or torch.stack([g.isfinite().all() for _, g in named]).all(): return
-        bad = [n for n, g in named if not g.isfinite().all()]
-        raise self._error(f"{len(bad)} parameters have non-finite gradients (first: {bad[0]}) although the loss is {float(self.loss):.4g}")
+        bad, here = [n for n, g in named if not g.isfinite().all()], self._batch()
+        raise self._error(f"{len(bad)} parameters have non-finite gradients (first: {bad[0]}) although the loss is {float(self.loss.detach()):.4g}",
+                          here, self._diverged(here['lr']))
 
 # %% ../../nbs/42_learner_det.ipynb #dbdde8fa
 def det_splitter(model:nn.Module) -> list[list]:
@@ -249,16 +289,27 @@ def input_pipeline(dls) -> dict:
     mean, std = (norms[0].mean, norms[0].std) if norms else (torch.zeros(3), torch.ones(3))
     return dict(size=sizes[0], pad_multiple=pads[0], mean=torch.as_tensor(mean).flatten().tolist(), std=torch.as_tensor(std).flatten().tolist())
 
+def resized_size(orig_size, # `(H, W)` of the image
+               size:int,  # the longer side of the network input
+              ) -> tuple[int, int]:
+    "The `(h, w)` `det_dls` validation resizes an `orig_size` image to: `ResizeLongest(size)`'s rule, from the shape alone."
+    shape_only = tv_tensors.Image(torch.empty(1, 1, 1, dtype=torch.uint8).expand(3, *orig_size))   # a view: no pixels
+    return tuple(ResizeLongest(size).make_params([shape_only])['size'])
+
+def _resize(image:torch.Tensor, target) -> torch.Tensor:
+    "`uint8 [3, h, w]` resized to `target` as `ResizeLongest` resizes images (antialiased bilinear)."
+    return ResizeLongest(max(target)).transform(tv_tensors.Image(image), dict(size=list(target))).as_subclass(torch.Tensor)
+
 def detection_inputs(images, size:int, pad_multiple:int=32, mean=imagenet_stats[0], std=imagenet_stats[1], device=None) -> tuple:
-    "`(batch, sizes, orig_sizes)`: uint8 images `[3, h, w]` resized, padded and normalized (on `device`) as `det_dls` validation batches are."
-    resize = det_transforms(size, train=False)
-    resized = [resize(tv_tensors.Image(image)) for image in images]
+    "`(batch, sizes, orig_sizes)`: images (paths, PIL, arrays, tensors) resized, padded, normalized as `det_dls` validation."
+    loaded = [reduced_image(image, size) for image in images]   # files and PIL images: no full-size tensor
+    resized = [_resize(image, resized_size(orig, size)) for image, orig in loaded]
     height = round_up(max(r.shape[-2] for r in resized), pad_multiple)
     width = round_up(max(r.shape[-1] for r in resized), pad_multiple)
     padded = [TF.pad(r, [0, 0, width - r.shape[-1], height - r.shape[-2]], fill=list(PAD_FILL)) for r in resized]
-    batch = torch.stack([p.as_subclass(torch.Tensor) for p in padded]).to(device).float().div_(255.)   # uint8 travels, as in det_dls
+    batch = torch.stack(padded).to(device).float().div_(255.)   # uint8 travels, as in det_dls
     mean, std = torch.tensor(mean, device=batch.device).view(1, -1, 1, 1), torch.tensor(std, device=batch.device).view(1, -1, 1, 1)
-    return (batch - mean) / std, [tuple(r.shape[-2:]) for r in resized], [tuple(i.shape[-2:]) for i in images]
+    return (batch - mean) / std, [tuple(r.shape[-2:]) for r in resized], [orig for _, orig in loaded]
 
 # %% ../../nbs/42_learner_det.ipynb #0a163cd1
 def image_tensor(item) -> tuple:
@@ -276,6 +327,41 @@ def image_tensor(item) -> tuple:
     image = image[:3].expand(3, -1, -1) if image.shape[0] != 3 else image
     if image.is_floating_point(): image = (image.clamp(0, 1) * 255).round()
     return image.to(torch.uint8).contiguous(), None
+
+# reduced to at least twice the input size: the last, antialiased resize still averages over 2 x 2 pixels or more (PIL's `reducing_gap` idea)
+_REDUCE_GAP = 2
+
+def _reduced(img:Image.Image, target_wh) -> Image.Image:
+    "`img` reduced by the largest integer factor (PIL's box `reduce`) that keeps it `_REDUCE_GAP` x `target_wh` or larger."
+    factor = min(img.width // (_REDUCE_GAP * target_wh[0]), img.height // (_REDUCE_GAP * target_wh[1]))
+    return img.reduce(factor) if factor >= 2 else img
+
+def _read_reduced(path, size:int) -> tuple[Image.Image, tuple]:
+    "`(image, (H, W))`: `path` as `load_image` reads it, reduced for the input `size` (a JPEG decoded smaller by `draft`)."
+    img = _open(path)
+    swapped = exif_orientation(img) in _SWAPS_AXES   # the file stores the picture on its side
+    orig = (img.width, img.height) if swapped else (img.height, img.width)
+    h, w = resized_size(orig, size)
+    stored = (h, w) if swapped else (w, h)   # the target in the file's own orientation, (width, height)
+    with decoding(path):
+        img.draft(None, (_REDUCE_GAP * stored[0], _REDUCE_GAP * stored[1]))   # JPEG only; other formats ignore it
+        img.load()
+        rgb = img if img.mode == 'RGB' else _to_rgb(img)   # `convert` would copy a full-size RGB image
+        return ImageOps.exif_transpose(_reduced(rgb, stored)), orig
+
+def reduced_image(item,     # a path, PIL image, array or tensor
+                  size:int, # the longer side of the network input
+                 ) -> tuple:
+    "`(uint8 [3, h, w], (H, W))`: `item` and its original size; files and PIL images are first reduced in PIL for `size`."
+    if isinstance(item, (str, Path)): img, orig = _read_reduced(item, size)
+    elif isinstance(item, Image.Image):
+        orig = (item.height, item.width)
+        h, w = resized_size(orig, size)
+        img = _reduced(item if item.mode == 'RGB' else item.convert('RGB'), (w, h))
+    else:
+        image, _ = image_tensor(item)
+        return image, tuple(image.shape[-2:])
+    return TF.pil_to_tensor(img), orig
 
 def expand_images(items) -> list:
     "A flat list of images from one image, a folder, a batch tensor or array, or a list of those."
@@ -306,11 +392,12 @@ def predict_detections(learn_or_model, items, size:int|None=None, bs:int=8, scor
     device, vocab, images = next(model.parameters()).device, list(model.vocab), expand_images(items)
     results = []
     for start in range(0, len(images), bs):
-        loaded = [image_tensor(item) for item in images[start:start + bs]]
-        batch, sizes, orig_sizes = detection_inputs([image for image, _ in loaded], **pipeline, device=device)
-        for prediction, size_, orig_size, (_, file) in zip(model.predict(batch, sizes), sizes, orig_sizes, loaded):
+        chunk = images[start:start + bs]
+        batch, sizes, orig_sizes = detection_inputs(chunk, **pipeline, device=device)
+        for prediction, size_, orig_size, item in zip(model.predict(batch, sizes), sizes, orig_sizes, chunk):
             prediction = to_original({k: v.cpu() for k, v in prediction.items()}, size_, orig_size)
             if score_thresh is not None: prediction = _keep(prediction, prediction['scores'] >= score_thresh)
+            file = Path(item) if isinstance(item, (str, Path)) else None
             results.append(dict(prediction, names=[vocab[l] for l in prediction['labels'].tolist()], file=file, orig_size=orig_size))
     return results
 
@@ -318,6 +405,15 @@ def predict_detections(learn_or_model, items, size:int|None=None, bs:int=8, scor
 def predict(self:DetLearner, item, score_thresh:float|None=None) -> dict:
     "The detections of one image (path, PIL image, array or tensor) in its original pixels, with class names: see `predict_detections`."
     return predict_detections(self, [item], score_thresh=score_thresh)[0]
+
+def display_copy(item,            # the image predicted on: a path, PIL image, array or tensor
+                 prediction:dict, # its detections in original pixels, as `predict_detections` returns them
+                 size:int=1024,   # the most pixels of the copy's longer side
+                ) -> tuple:
+    "`(uint8 [3, h, w], prediction)`: `item` at most `size` px on its longer side, `prediction` scaled to it, for drawing."
+    image, orig = reduced_image(item, size)
+    shown = resized_size(orig, min(size, max(orig)))   # never enlarged
+    return _resize(image, shown), to_original(prediction, orig, shown)   # to_original maps any frame to any other: here the original to the copy
 
 # %% ../../nbs/42_learner_det.ipynb #8b4b98e3
 def _listed(items, n:int=4) -> str: return ', '.join(map(str, items[:n])) + (f', ... ({len(items) - n} more)' if len(items) > n else '')
@@ -383,20 +479,36 @@ def export_detector(learn_or_model, path, size:int|None=None) -> Path:
     finally: temporary.unlink(missing_ok=True)
     return path
 
-def load_detector(path) -> DenseDetector:
-    "The detector exported to `path` by `export_detector`, in eval mode on the CPU, with its class names (`vocab`) and input settings (`config`)."
-    path = Path(path)
-    if not path.is_file(): raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the path export_detector wrote')
-    try: saved = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise PretrainedWeightsError(path, f'cannot be read ({type(e).__name__}: {str(e)[:200]})', fix='Pass a file written by export_detector') from e
+_CONFIG_KEYS = ('version', 'arch', 'backbone', 'model_kwargs', 'vocab')
+_REEXPORT = 'Re-export the detector with export_detector from the learner or model that trained it'
+
+def _checked_config(saved, path) -> dict:
+    "The config of the `export_detector` file `path`, or a `PretrainedWeightsError` saying what is missing or unknown."
     config = saved.get('config') if isinstance(saved, dict) else None
     if not isinstance(config, dict) or config.get('format') != EXPORT_FORMAT:
         raise PretrainedWeightsError(path, 'is not a detector written by export_detector (it has no config)',
                                      fix='Build the detector with create_detector and load these weights with load_detector_weights(model, path)')
-    if config['version'] > EXPORT_VERSION:
-        raise PretrainedWeightsError(path, f"was written by a newer visionnb (export version {config['version']}, this one reads {EXPORT_VERSION})", fix='Update visionnb')
-    model = create_detector(config['arch'], config['vocab'], config['backbone'], backbone_kwargs=config.get('backbone_kwargs'), **config['model_kwargs'])
+    missing = [k for k in _CONFIG_KEYS if k not in config] + ([] if isinstance(saved.get('state_dict'), dict) else ['state_dict'])
+    if missing: raise PretrainedWeightsError(path, f"its detector config lacks {', '.join(missing)} (it has {', '.join(sorted(config))})", fix=_REEXPORT)
+    version = config['version']
+    if not (type(version) is int and version >= 1):
+        raise PretrainedWeightsError(path, f"its export version {version!r} is not one visionnb writes (1 to {EXPORT_VERSION})", fix=_REEXPORT)
+    if version > EXPORT_VERSION:
+        raise PretrainedWeightsError(path, f"was written by a newer visionnb (export version {version}, this one reads {EXPORT_VERSION})", fix='Update visionnb')
+    if config['arch'] not in DETECTORS:
+        raise PretrainedWeightsError(path, f"its config names the detector arch {config['arch']!r}, which this visionnb does not know "
+                                     f"(it knows {', '.join(DETECTORS)})", fix='Load it with the visionnb that exported it, or re-export it with a known arch')
+    return config
+
+def load_detector(path) -> DenseDetector:
+    "The detector exported to `path` by `export_detector`, in eval mode on the CPU, with its class names (`vocab`) and input settings (`config`)."
+    path = Path(path)
+    if not path.is_file(): raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the path export_detector wrote')
+    saved = load_tensors(path, PretrainedWeightsError, 'a detector', fix='Pass a file written by export_detector')
+    config = _checked_config(saved, path)
+    try: model = create_detector(config['arch'], config['vocab'], config['backbone'], backbone_kwargs=config.get('backbone_kwargs'), **config['model_kwargs'])
+    except (TypeError, ValueError) as e:
+        raise PretrainedWeightsError(path, f"its config does not build a {config['arch']} ({type(e).__name__}: {e})", fix=_REEXPORT) from e
     _load_state(model, saved['state_dict'], path)
     model.config = config
     return model.eval()

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/11_models_backbone.ipynb #a4431671
 from __future__ import annotations
+import re
 from pathlib import Path
 import torch
 import torch.nn as nn
@@ -16,8 +17,8 @@ from ..core import VisionnbError
 from .resnet import RESNET_VARIANTS, create_resnet
 
 # %% auto #0
-__all__ = ['PretrainedWeightsError', 'read_state_dict', 'compare_state_dicts', 'select_prefix', 'load_pretrained',
-           'freeze_batchnorm', 'stage_modules', 'resolve_arch', 'feature_extractor', 'Backbone']
+__all__ = ['PretrainedWeightsError', 'load_failure', 'load_tensors', 'read_state_dict', 'compare_state_dicts', 'select_prefix',
+           'load_pretrained', 'freeze_batchnorm', 'stage_modules', 'resolve_arch', 'feature_extractor', 'Backbone']
 
 # %% ../../nbs/11_models_backbone.ipynb #794f64fd
 class PretrainedWeightsError(VisionnbError, ValueError):
@@ -26,6 +27,35 @@ class PretrainedWeightsError(VisionnbError, ValueError):
         self.file,self.problem,self.fix = file,problem,fix
         self.missing,self.unexpected,self.mismatched = list(missing),list(unexpected),list(mismatched)
         super().__init__(f"{file}: {problem}" + (f". {fix}" if fix else ""))
+
+# %% ../../nbs/11_models_backbone.ipynb #5c423ad1
+_PICKLED = re.compile(r'Unsupported global: GLOBAL ([\w.]+)')
+_UNPICKLER = re.compile(r'WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)', re.S)
+
+def load_failure(e:Exception,        # what `torch.load` or safetensors raised
+                 what:str='weights',  # what the file should hold: 'weights', 'a detector', 'a checkpoint'
+                ) -> tuple[str, str|None]:
+    "`(problem, fix)` of a file refused by `torch.load(weights_only=True)` or safetensors; `fix` only for pickled objects."
+    text = str(e)
+    pickled = _PICKLED.search(text)
+    if pickled:
+        return (f"holds pickled Python objects (such as {pickled[1]}), not only tensors: loading it could run code, so it may be "
+                "malicious, and it was NOT loaded"), ("If it comes from a source you trust, load it in code you trust and save only "
+                "its tensors (torch.save(model.state_dict(), path)), then pass that file")
+    detail = _UNPICKLER.search(text)
+    reason = (detail[1] if detail else text.split('. ')[0]).strip() or 'empty or cut short'
+    return f"cannot be read as {what} ({type(e).__name__}: {reason[:200]})", None
+
+def load_tensors(path,                        # a local `.pth` / `.pt` file
+                 error=PretrainedWeightsError, # the error to raise: a `VisionnbError` taking `(file, problem, fix=)`
+                 what:str='weights',           # what the file should hold, for the message
+                 fix:str='',                   # what to do about a damaged file
+                 map_location='cpu'):
+    "`torch.load(path, weights_only=True)`: tensors and plain values, never code; a refused file raises `error(path, ...)`."
+    try: return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        problem, pickled_fix = load_failure(e, what)
+        raise error(path, problem, fix=pickled_fix or fix) from e
 
 # %% ../../nbs/11_models_backbone.ipynb #f714aafe
 _WRAPPER_KEYS = ('state_dict', 'model', 'module', 'state_dict_ema', 'model_ema')
@@ -50,20 +80,19 @@ def _strip_prefixes(state_dict:dict) -> dict:
             state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
     return state_dict
 
+def _read_safetensors(path:Path, fix:str) -> dict:
+    from safetensors.torch import load_file
+    try: return load_file(str(path))
+    except Exception as e: raise PretrainedWeightsError(path, load_failure(e)[0], fix=fix) from e
+
 def read_state_dict(path) -> dict:
     "The state dict in the local weights file `path` (`.pth`, `.pt`, `.bin` or `.safetensors`), unwrapped."
     path = Path(path)
     if not path.is_file():
         raise PretrainedWeightsError(path, "weights file not found",
             fix="visionnb does not download: fetch the weights on a machine with internet and pass their local path")
-    try:
-        if path.suffix == '.safetensors':
-            from safetensors.torch import load_file
-            checkpoint = load_file(str(path))
-        else: checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise PretrainedWeightsError(path, f"cannot be read as weights ({type(e).__name__}: {str(e)[:200]})",
-            fix="Pass a file written by `torch.save(model.state_dict(), path)` or safetensors' `save_file`") from e
+    fix = "Pass a file written by `torch.save(model.state_dict(), path)` or safetensors' `save_file`"
+    checkpoint = _read_safetensors(path, fix) if path.suffix == '.safetensors' else load_tensors(path, PretrainedWeightsError, 'weights', fix)
     return _strip_prefixes(_unwrap(checkpoint, path))
 
 # %% ../../nbs/11_models_backbone.ipynb #2c9c50a1
@@ -165,15 +194,17 @@ def _wrap_module(model:nn.Module, out_indices, pretrained, strict) -> nn.Module:
 def _timm_features(name:str, out_indices, pretrained, strict, **kwargs) -> nn.Module:
     "timm's `features_only` model `name`, its weights checked and loaded from the local file `pretrained`."
     if pretrained is None: return timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices, **kwargs)
-    state_dict = read_state_dict(pretrained)
-    with torch.device('meta'): expected = timm.create_model(name, pretrained=False, **kwargs).state_dict()
-    _check_fit(pretrained, expected, state_dict, strict, f"timm's {name}")
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict),
-                             pretrained_strict=strict, features_only=True, out_indices=out_indices, **kwargs)
+    state_dict, full = read_state_dict(pretrained), timm.create_model(name, pretrained=False, **kwargs)
+    _check_fit(pretrained, full.state_dict(), state_dict, strict, f"timm's {name}")
+    full.load_state_dict(state_dict, strict=False)
+    # every key of the model, the file's where it has them: timm's loader may then be strict or not as each family decides
+    # (some families set `pretrained_strict` themselves and refuse ours)
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=full.state_dict()),
+                             features_only=True, out_indices=out_indices, **kwargs)
 
-def feature_extractor(arch, out_indices=(2, 3, 4), pretrained=None, strict:bool=True, **kwargs) -> nn.Module:
-    "A timm-style feature extractor (a module whose forward returns a list of maps, with `feature_info`) for `arch`."
-    out_indices = tuple(out_indices)
+def feature_extractor(arch, out_indices:int|tuple=3, pretrained=None, strict:bool=True, **kwargs) -> nn.Module:
+    "A timm-style feature extractor (maps out, with `feature_info`) of `arch`; an int `out_indices` takes the last levels."
+    out_indices = out_indices if isinstance(out_indices, int) else tuple(out_indices)
     if isinstance(arch, nn.Module): return _wrap_module(arch, out_indices, pretrained, strict)
     source, name = resolve_arch(arch)
     if source == 'visionnb': return _wrap_module(create_resnet(name, **kwargs), out_indices, pretrained, strict)
@@ -181,13 +212,14 @@ def feature_extractor(arch, out_indices=(2, 3, 4), pretrained=None, strict:bool=
 
 # %% ../../nbs/11_models_backbone.ipynb #87944ec1
 class Backbone(nn.Module):
-    "Multi-level feature maps of `arch` at `out_indices`, with optional frozen stages and frozen BatchNorm statistics."
-    def __init__(self, arch, out_indices=(2, 3, 4), frozen_stages:int=-1, frozen_bn:bool=False, norm_eval:bool=False,
+    "Feature maps of `arch` at `out_indices` (an int: the last levels), with optional frozen stages and BatchNorm statistics."
+    def __init__(self, arch, out_indices:int|tuple=3, frozen_stages:int=-1, frozen_bn:bool=False, norm_eval:bool=False,
                  pretrained=None, strict:bool=True, **kwargs):
         super().__init__()
         self.body = feature_extractor(arch, out_indices, pretrained, strict, **kwargs)
         info = self.body.feature_info
-        self.out_indices, self.channels, self.strides = tuple(info.out_indices), info.channels(), info.reduction()
+        levels = range(len(info.info))   # timm keeps an int's levels as negative indices
+        self.out_indices, self.channels, self.strides = tuple(levels[i] for i in info.out_indices), info.channels(), info.reduction()
         if frozen_bn: freeze_batchnorm(self.body)
         self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
         self._frozen = stage_modules(self.body, frozen_stages)   # a plain list: no second registration

@@ -285,12 +285,12 @@ def postprocess(self:SOLOv2, outputs:dict, image_sizes) -> list[dict]:
 @delegates(SOLOv2.__init__, but=['backbone', 'neck', 'mask_branch', 'head', 'vocab'])
 def solov2(vocab, backbone='resnet50', pretrained=None, channels:int=256, head_channels:int=512, num_convs:int=4, mask_channels:int=128,
            kernel_channels:int=256, num_grids=SOLO_GRIDS, neck:str='fpn', prior_probability:float=0.01, frozen_stages:int=-1,
-           frozen_bn:bool=False, norm_eval:bool=False, out_indices=(1, 2, 3, 4), **kwargs) -> SOLOv2:
-    "A SOLOv2 for the classes `vocab` on `backbone` (C2-C5: `out_indices`; local `pretrained` weights) and an FPN of width `channels`; `kwargs` go to `SOLOv2`."
+           frozen_bn:bool=False, norm_eval:bool=False, out_indices:int|tuple=4, **kwargs) -> SOLOv2:
+    "A SOLOv2 for `vocab` on `backbone` (last 4 levels, C2-C5; local `pretrained` weights) and an FPN `channels` wide."
     body, fpn = pyramid(backbone, out_indices=out_indices, channels=channels, neck=neck, extra_levels=0, pretrained=pretrained,
                         frozen_stages=frozen_stages, frozen_bn=frozen_bn, norm_eval=norm_eval)
     if len(fpn.strides) != 4: raise ValueError(f'SOLOv2 reads four levels, C2 to C5 (strides 4 to 32), but the backbone gives strides {list(fpn.strides)}: '
-                                               'build it with out_indices=(1, 2, 3, 4)')
+                                               'build it with out_indices=4 (the last four levels)')
     head = SOLOv2Head(channels, len(vocab), kernel_channels, num_grids, head_channels, num_convs, prior_probability)
     return SOLOv2(body, fpn, MaskFeatureBranch(channels, mask_channels, kernel_channels), head, vocab, **kwargs)
 
