@@ -30,6 +30,7 @@ from .det.cornernet import *
 from .seg.matrix_nms import *
 from .seg.solov2 import *
 from .metrics import *
+from .learner.registry import *
 from .learner.det import *
 from .callbacks.export import *
 from .callbacks.training import *

@@ -6,12 +6,13 @@
 from __future__ import annotations
 import argparse, contextlib, json, os, sys, time
 from pathlib import Path
+from .learner.registry import DETECTORS, PRECISIONS, detector_class   # names only: no torch
 
 # %% auto #0
-__all__ = ['FORMATS', 'DATA_DEFAULTS', 'PRECISIONS', 'DETECTOR_NAMES', 'MASK_ARCHS', 'SOLO_SMALL_IMAGES', 'SHAPES_SIZE_NAMES',
-           'HALF_RESNET18', 'EPOCHS', 'SHOWN_BY_COMMAND', 'read_source', 'cmd_shapes', 'cmd_check', 'cmd_convert',
-           'cmd_stats', 'cmd_quickstart', 'data_spec', 'load_data', 'evaluate_detector', 'cmd_train', 'cmd_eval',
-           'draw_detections', 'cmd_predict', 'cmd_export', 'JsonErrorParser', 'make_parser', 'main']
+__all__ = ['FORMATS', 'DATA_DEFAULTS', 'SHAPES_SIZE_NAMES', 'HALF_RESNET18', 'EPOCHS', 'SHOWN_BY_COMMAND', 'read_source',
+           'cmd_shapes', 'cmd_check', 'cmd_convert', 'cmd_stats', 'cmd_quickstart', 'data_spec', 'load_data',
+           'evaluate_detector', 'cmd_train', 'cmd_eval', 'draw_detections', 'cmd_predict', 'cmd_export',
+           'JsonErrorParser', 'make_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #99a0373e
 FORMATS = ('coco', 'voc', 'yolo')
@@ -91,13 +92,12 @@ def cmd_stats(args) -> dict:
 
 # %% ../nbs/50_cli.ipynb #e5f9b1e5
 def _save_figure(fig, path) -> Path:
-    "Save a matplotlib figure atomically (temporary file, then rename) and close it."
-    import os, matplotlib.pyplot as plt
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
-    fig.savefig(tmp, dpi=110, bbox_inches='tight'); plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    "Save a matplotlib figure whole (`atomic_write`) and close it."
+    import matplotlib.pyplot as plt
+    from visionnb.core import atomic_write
+    with atomic_write(path) as temporary: fig.savefig(temporary, dpi=110, bbox_inches='tight')
+    plt.close(fig)
+    return Path(path)
 
 def cmd_quickstart(args) -> dict:
     "Generate the embedded dataset, check it, and write a training-batch figure and a statistics figure."
@@ -228,13 +228,10 @@ def _losses_table(losses:dict) -> str:
 
 # %% ../nbs/50_cli.ipynb #25a72c84
 def _write_json(obj, path) -> Path:
-    "Write `obj` as JSON to `path` atomically (temporary file, then rename)."
-    import os
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp{path.suffix}')
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    "Write `obj` as JSON to `path` whole (`atomic_write`)."
+    from visionnb.core import atomic_write
+    with atomic_write(path) as temporary: temporary.write_text(json.dumps(obj, indent=1, default=str))
+    return Path(path)
 
 def _say(args): return (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
 
@@ -250,13 +247,9 @@ def _last_losses(recorder) -> tuple[dict, list]:
     return losses, history
 
 def _model_kwargs(args) -> dict:
-    "The detector's arguments: width, tower depth (CornerNet's heads have no towers), RetinaNet v2, FCOS's level ranges, SOLOv2's widths and grids, and the backbone's widths."
-    kwargs = dict(channels=args.channels, backbone_kwargs=_backbone_kwargs(args))
-    if args.arch != 'cornernet': kwargs['num_convs'] = args.convs
-    if args.arch == 'solov2': kwargs.update(head_channels=args.channels, mask_channels=args.channels, kernel_channels=args.channels, **SOLO_SMALL_IMAGES)
-    if args.arch == 'retinanet': kwargs['version'] = 2
-    if args.arch == 'fcos': kwargs['ranges'] = tuple(args.fcos_ranges)
-    return kwargs
+    "The detector's own small-image `recipe` at `--channels` and `--convs` (and `--fcos-ranges`), with the backbone's widths."
+    recipe = detector_class(args.arch).recipe(args.channels, args.convs, ranges=args.fcos_ranges)
+    return dict(recipe, backbone_kwargs=_backbone_kwargs(args))
 
 def _backbone_kwargs(args) -> dict:
     "`--widths`; by default half of ResNet-18's widths when it trains from scratch (a quarter of the compute), else the backbone's own."
@@ -287,7 +280,7 @@ def cmd_train(args) -> dict:
     (train, train_report), (valid, valid_report) = data['train'], data['valid']
     size = _image_size(args, spec)
     set_seed(args.seed, reproducible=True)
-    masks = args.arch in MASK_ARCHS
+    masks = detector_class(args.arch).predicts_masks
     dls = det_dls(train, valid, size=size, bs=args.bs, num_workers=args.workers, scale=tuple(args.scale), masks=masks)
     model_kwargs, precision = _model_kwargs(args), resolve_precision(args.precision)
     settings = _train_settings(args, model_kwargs, size, precision, list(dls.vocab))
@@ -467,23 +460,19 @@ def cmd_export(args) -> dict:
     "Export a detector written by `train` to ONNX (decoding and NMS in the graph unless --raw); with --check, compare ONNX Runtime with PyTorch on images."
     from visionnb.callbacks.export import export_onnx, OnnxModel, detection_agreement
     from visionnb.learner.det import predict_detections
+    from visionnb.core import atomic_write
     say, t0 = _say(args), time.perf_counter()
     model = _load_model(args.model).cpu()
     out = Path(args.out) if args.out else Path(args.model).with_suffix('.onnx')
     size = None if args.size is None else tuple(args.size) if len(args.size) == 2 else args.size[0]
-    # checked before it takes its name: a failed check leaves no file that looks exported
-    path = out.with_name(f'.{out.name}.checking.tmp') if args.check else out
-    try:
+    check = None
+    with atomic_write(out) as path:   # checked before it takes its name: a failed check leaves no file that looks exported
         export_onnx(model, path, image_size=size, batch_size=args.batch, dynamic=args.dynamic, postprocess=not args.raw,
                     opset=args.opset, simplify=not args.no_simplify)
         runner = OnnxModel(path)
-        check = None
         if args.check:
             files = _image_inputs(args.check)
             check = detection_agreement(predict_detections(model, files, bs=args.batch), runner.predict(files, bs=args.batch))
-            os.replace(path, out)
-    finally:
-        if path != out: path.unlink(missing_ok=True)
     result = dict(model=str(args.model), onnx=str(out), megabytes=round(out.stat().st_size / 2**20, 2), input_shape=runner.input_shape,
                   outputs=runner.output_names, vocab=runner.vocab)
     say(f"{out}: {result['megabytes']} MB, input {runner.input_shape}, outputs {', '.join(runner.output_names)}")
@@ -494,13 +483,7 @@ def cmd_export(args) -> dict:
     return result
 
 # %% ../nbs/50_cli.ipynb #ab6963e2
-# copies of visionnb.learner.cls.PRECISIONS, the keys of visionnb.learner.det.DETECTORS and of visionnb.data.shapes.SHAPES_SIZES: `--help` stays free of torch
-PRECISIONS = ('auto', 'fast', 'fp32', 'fp16', 'bf16')
-DETECTOR_NAMES = ('fcos', 'retinanet', 'atss', 'gfl', 'paa', 'cornernet', 'solov2')
-MASK_ARCHS = ('solov2',)   # trained on instance masks, evaluated on masks and boxes
-# SOLOv2's grids and object-size ranges for the embedded dataset's images of 160-320 px: half the paper's ranges (made for ~800 px), coarser grids
-SOLO_SMALL_IMAGES = dict(num_grids=(24, 20, 16, 12, 8), scale_ranges=((0.5, 48.), (24., 96.), (48., 192.), (96., 384.), (192., 1024.)))
-SHAPES_SIZE_NAMES = ('tiny', 'quick', 'small', 'default')
+SHAPES_SIZE_NAMES = ('tiny', 'quick', 'small', 'default')   # a copy of visionnb.data.shapes.SHAPES_SIZES' keys: `--help` stays free of torch
 HALF_RESNET18 = (32, 64, 128, 256)
 EPOCHS = 20   # the main job: about 7 minutes on a 2-core CPU with bfloat16 units
 
@@ -550,7 +533,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr = add('train', cmd_train, 'train a detector and save model.pth, metrics.json and predictions.png')
     _add_data_args(tr)
     m = tr.add_argument_group('model and training')
-    m.add_argument('--arch', choices=DETECTOR_NAMES, default='gfl', help='detector (default: gfl)')
+    m.add_argument('--arch', choices=list(DETECTORS), default='gfl', help='detector (default: gfl)')
     m.add_argument('--backbone', default='resnet18', help='backbone name (default: resnet18)')
     m.add_argument('--widths', type=int, nargs=4, default=None, metavar='W', help="stage widths of our ResNets (default: 32 64 128 256 for resnet18 from scratch, half of ResNet-18's; else the backbone's own)")
     m.add_argument('--channels', type=int, default=64, help='width of the pyramid and the head (default: 64)')

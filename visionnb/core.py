@@ -4,14 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #958f7515
 from __future__ import annotations
+import os, tempfile
 from contextlib import contextmanager
+from pathlib import Path
 import torch
 import torchvision.ops as tvops
 
 # %% auto #0
 __all__ = ['VisionnbError', 'DatasetError', 'ExportError', 'reading', 'xyxy2xywh', 'xywh2xyxy', 'xyxy2cxcywh', 'cxcywh2xyxy',
            'normalize_boxes', 'denormalize_boxes', 'clip_boxes', 'box_area', 'valid_boxes', 'box_iou', 'box_giou',
-           'box_diou', 'box_ciou', 'check_target', 'torch_threads', 'gather_objects']
+           'box_diou', 'box_ciou', 'check_target', 'torch_threads', 'gather_objects', 'atomic_write']
 
 # %% ../nbs/00_core.ipynb #c2dd56b8
 class VisionnbError(Exception):
@@ -162,3 +164,29 @@ def gather_objects(obj) -> list:
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+# %% ../nbs/00_core.ipynb #e32634c7
+def _sync_folder(folder:Path):
+    "Sync a folder's entries (the rename) to disk, where the OS allows it."
+    if os.name != 'posix': return
+    fd = os.open(folder, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+@contextmanager
+def atomic_write(path, # the file to write
+                ):
+    "Yield a temporary path beside `path` to write; when the block ends it is synced and renamed over `path`, on error removed."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=f'.tmp{path.suffix}', dir=path.parent)
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, 'rb+') as f: os.fsync(f.fileno())   # the data is on disk before the name points at it
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)   # mkstemp makes the file private; give it the permissions `open` would
+        os.replace(temporary, path)
+    finally: temporary.unlink(missing_ok=True)
+    _sync_folder(path.parent)

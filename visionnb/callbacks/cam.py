@@ -22,8 +22,8 @@ from fastai.callback.core import Callback
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM, XGradCAM, EigenCAM, LayerCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.image import show_cam_on_image
-from ..det.core import Detector, DenseDetector
-from ..models.necks import FPN, PAFPN
+from ..det.core import Detector
+from ..models.backbone import feature_stages
 from ..learner.det import unwrap_model
 from scipy import ndimage
 from ..data.shapes import SHAPE_CLASSES, render_scene, random_background
@@ -39,38 +39,17 @@ CAM_METHODS = {'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus, 'xgradcam': XGr
                'layercam': LayerCAM, 'scorecam': ScoreCAM, 'eigencam': EigenCAM}
 
 def _check_supported(model:nn.Module):
-    if isinstance(model, Detector) and not isinstance(model, DenseDetector):
-        raise TypeError(f'CAMs of detectors need a dense detector (FCOS, RetinaNet, ATSS, GFL, PAA): {type(model).__name__} has no per-location '
-                        'class scores and decoded boxes to target (CornerNet scores corners, not boxes)')
+    if isinstance(model, Detector) and model.location_predictions is None:
+        raise TypeError(f'CAMs of detectors need per-location class scores and decoded boxes to target, '
+                        f'which {type(model).__name__} does not give (it has no location_predictions)')
 
 # %% ../../nbs/46_callbacks_cam.ipynb #3f02da77
-def _stage_modules(model:nn.Module, prefix:str='') -> list[tuple[str, int]]:
-    "`(name, stride)` of the stages a timm-style `feature_info` names that exist in `model`, deepest first."
-    info = getattr(model, 'feature_info', None)
-    info = getattr(info, 'info', info) or []
-    names = dict(model.named_modules())
-    # FeatureListNet flattens `stages.3` to `stages_3`
-    found = [(prefix + n, i['reduction']) for i in info for n in dict.fromkeys((i['module'], i['module'].replace('.', '_'))) if n in names]
-    return found[::-1]
-
-def _pyramid_modules(model:DenseDetector) -> list[tuple[str, int]]:
-    "`(name, stride)` of the modules whose outputs are the levels of the detector's FPN or PAFPN, finest first."
-    neck = model.neck
-    if isinstance(neck, PAFPN): names = ['neck.fpn.layer_blocks.0'] + [f'neck.fuse_blocks.{i}' for i in range(len(neck.fuse_blocks))]
-    elif isinstance(neck, FPN): names = [f'neck.layer_blocks.{i}' for i in range(len(neck.layer_blocks))]
-    else: return []
-    extra = getattr(neck, 'extra_blocks', None)
-    names += [f'neck.extra_blocks.{p}' for p in ('p6', 'p7') if hasattr(extra, p)]
-    return list(zip(names, model.strides))
-
 def cam_layers(learn_or_model) -> dict[str, str]:
     "The modules a CAM can look at by name, the default (the deepest backbone stage) first: the stages and, for a detector, the pyramid levels."
     model = unwrap_model(learn_or_model)
     _check_supported(model)
-    if isinstance(model, DenseDetector):
-        stages = _stage_modules(model.backbone.body, 'backbone.body.')
-        return {**{n: f'backbone stage, stride {s}' for n, s in stages}, **{n: f'pyramid level, stride {s}' for n, s in _pyramid_modules(model)}}
-    layers = {n: f'stage, stride {s}' for n, s in _stage_modules(model)}
+    if isinstance(model, Detector): return model.cam_layers()
+    layers = {n: f'stage, stride {s}' for n, s in feature_stages(model)}
     if layers: return layers
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs: raise ValueError(f'{type(model).__name__} has no feature_info and no Conv2d: pass `layer=` naming a module')
@@ -86,16 +65,13 @@ def target_layers(learn_or_model, layer=None) -> list[nn.Module]:
 # %% ../../nbs/46_callbacks_cam.ipynb #956a068a
 class DetectionScores(nn.Module):
     "A dense detector seen as grad-cam expects a model: `[B, N, 4 + C]`, every candidate's decoded box (input pixels, `xyxy`) then its class scores."
-    def __init__(self, model:DenseDetector):
+    def __init__(self, model:Detector):
         super().__init__()
         _check_supported(model)
         self.model = model
 
     def forward(self, images:torch.Tensor) -> torch.Tensor:
-        outputs = self.model(images)
-        scores, decode = self.model.scoring(outputs)
-        index = torch.arange(scores.shape[1], device=scores.device).expand(scores.shape[0], -1)
-        return torch.cat([decode(index, outputs['bbox_regression']), scores], -1)
+        return torch.cat(self.model.location_predictions(self.model(images)), -1)
 
 class DetectionTarget:
     "grad-cam target on `DetectionScores` rows: class `label`'s scores of the candidates whose box overlaps `box` (IoU ≥ `iou_thresh`), weighted by that IoU and summed; without `box` the `topk` best scores of `label`; without `label` each candidate's best class."
@@ -130,14 +106,14 @@ def cam_target(learn_or_model, target, vocab=None):
     model = unwrap_model(learn_or_model)
     vocab = vocab if vocab is not None else getattr(model, 'vocab', None)
     if target is None or callable(target): return target
-    if isinstance(model, DenseDetector):
+    if isinstance(model, Detector):
         if isinstance(target, dict):
             label = target.get('label')
             return DetectionTarget(None if label is None else _class_index(label, vocab), target.get('box'), **{k: v for k, v in target.items() if k not in ('box', 'label')})
         return DetectionTarget(_class_index(target, vocab))
     return ClassifierOutputTarget(_class_index(target, vocab))
 
-def _top_detection_targets(model:DenseDetector, images:torch.Tensor) -> list:
+def _top_detection_targets(model:Detector, images:torch.Tensor) -> list:
     "Per image, a target on its best detection (box and class), or on its best-scoring class anywhere when it has none."
     predictions = model.predict(images)
     best_classes = model(images)['cls_logits'].amax(1).argmax(-1).tolist()
@@ -163,8 +139,9 @@ def compute_cams(learn_or_model, images:torch.Tensor, method:str='gradcam', laye
     model = unwrap_model(learn_or_model)
     _check_supported(model)
     if method not in CAM_METHODS: raise ValueError(f'unknown CAM method {method!r}: use one of {list(CAM_METHODS)}')
-    images = images.detach().to(next(model.parameters()).device)
-    detector = isinstance(model, DenseDetector)
+    # a plain tensor: fastai's TensorImage (a DataLoader batch) makes grad-cam's hooks fail to release their activations
+    images = images.detach().as_subclass(torch.Tensor).to(next(model.parameters()).device)
+    detector = isinstance(model, Detector)
     if targets is None or isinstance(targets, (int, str, dict)) or callable(targets): targets = [targets] * len(images)
     if len(targets) != len(images): raise ValueError(f'{len(targets)} targets for {len(images)} images: give one per image (or one for all)')
     layers = target_layers(model, layer)
@@ -316,7 +293,7 @@ def target_choices(learn_or_model, inputs:CAMInputs, index:int) -> list[tuple[st
     classes = vocab if vocab is not None else range(getattr(model, 'num_classes', None) or _num_outputs(model, inputs.images[:1]))
     default = inputs.targets[index]
     choices = [(f'true: {_describe(default, vocab)}', default)] if default is not None else []
-    choices.append(('best detection' if isinstance(model, DenseDetector) else 'predicted class', None))
+    choices.append(('best detection' if isinstance(model, Detector) else 'predicted class', None))
     return choices + [(f'class: {name}', i) for i, name in enumerate(classes)]
 
 def _num_outputs(model:nn.Module, image:torch.Tensor) -> int:

@@ -6,8 +6,6 @@
 from __future__ import annotations
 import hashlib
 import json
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -18,10 +16,9 @@ from torch import nn
 from fastcore.basics import patch
 from fastai.learner import Learner
 from fastai.data.transforms import Normalize
-from ..core import ExportError
-from ..det.core import Detector, DenseDetector, top_candidates
-from ..det.cornernet import CornerNet, decode_corners
-from ..seg.solov2 import SOLOv2, instance_predictions, solo_instances
+from ..core import ExportError, atomic_write
+from ..det.core import Detector
+from ..seg.solov2 import instance_predictions
 from ..data.transforms import PAD_FILL, to_original
 from ..learner.det import input_pipeline, detection_inputs, image_tensor, expand_images, unwrap_model
 
@@ -86,47 +83,41 @@ def graph_clip(boxes:torch.Tensor, size:torch.Tensor) -> torch.Tensor:
 NMS_KINDS = ('onnx', 'tensorrt')   # ONNX's NonMaxSuppression operator, or TensorRT's EfficientNMS_TRT plugin (see TensorRT below)
 
 class DetectionGraph(nn.Module):
-    "`model` from normalized `images [B, 3, H, W]` to `(num_detections, boxes, scores, labels)` padded to `max_detections`, or to its raw outputs (`postprocess=False`); NMS by ONNX's operator or by TensorRT's plugin (`nms`)."
+    "`model` from normalized `images [B, 3, H, W]` to padded detections, or its raw outputs (`postprocess=False`); NMS by `nms`."
     def __init__(self, model:Detector, postprocess:bool=True, max_detections:int|None=None, nms:str='onnx'):
         super().__init__()
-        if not isinstance(model, (DenseDetector, CornerNet, SOLOv2)):
-            raise ExportError(None, f'cannot export a {type(model).__name__}: export_onnx knows dense detectors (FCOS, RetinaNet, ATSS, GFL, PAA), CornerNet, SOLOv2 and classifiers',
-                              fix='Export it with torch.onnx.export yourself')
+        self.kind = getattr(model, 'graph_kind', None)
+        if self.kind is None:
+            raise ExportError(None, f'cannot export a {type(model).__name__}: it says no graph_kind (what its graph ends with)',
+                              fix='Export it with torch.onnx.export yourself, or give the detector graph_kind and its graph methods')
         if nms not in NMS_KINDS: raise ExportError(None, f'unknown nms={nms!r}', fix=f"Use one of {', '.join(NMS_KINDS)}")
-        if isinstance(model, SOLOv2) and nms != 'onnx':
-            raise ExportError(None, "SOLOv2 removes duplicates by matrix NMS inside the graph, not by box NMS", fix="Export it with nms='onnx'")
+        if self.kind == 'instances' and nms != 'onnx':
+            raise ExportError(None, f"{type(model).__name__} removes duplicates inside the graph (matrix NMS), not by box NMS",
+                              fix="Export it with nms='onnx'")
         self.model, self.postprocess, self.nms = model, postprocess, nms
         self.max_detections = max_detections or model.max_detections
 
     @property
     def output_names(self) -> list[str]:
-        if isinstance(self.model, SOLOv2):
-            return ['num_detections', 'scores', 'labels', 'mask_probabilities'] if self.postprocess else ['cls_logits', 'kernels', 'mask_features']
-        if self.postprocess: return ['num_detections', 'boxes', 'scores', 'labels']
-        if isinstance(self.model, CornerNet): return [f'{c}_{k}' for c in ('tl', 'br') for k in ('heatmap', 'embedding', 'offset')]
-        return [*self.model.head(self._probe_features()).keys(), 'priors']
+        if not self.postprocess: return list(self._probe_outputs())
+        if self.kind == 'instances': return ['num_detections', 'scores', 'labels', 'mask_probabilities']
+        return ['num_detections', 'boxes', 'scores', 'labels']
 
-    def _probe_features(self):
-        p = next(self.model.parameters())
-        with torch.no_grad(): return self.model.neck(self.model.backbone(p.new_zeros(1, 3, 256, 256)))   # every level 2x2 or more: GroupNorm needs it
+    def _probe_outputs(self) -> dict:
+        "The model's `graph_outputs` of a blank image, in eval mode (no BatchNorm statistic moves)."
+        m, p = self.model, next(self.model.parameters())
+        training = m.training
+        try:
+            with torch.no_grad(): return m.eval().graph_outputs(m(p.new_zeros(1, 3, 256, 256)))   # every level 2x2 or more: GroupNorm needs it
+        finally: m.train(training)
 
     def forward(self, images:torch.Tensor, sizes:torch.Tensor|None=None) -> tuple:
         "Detections (or raw outputs) of `images`; `sizes [B, 2]` are the images' `(h, w)` inside the padding (default: the whole input)."
         m = self.model
-        if isinstance(m, SOLOv2):
-            outputs = m(images)
-            return solo_instances(m, outputs, self.max_detections) if self.postprocess else tuple(outputs[k] for k in self.output_names)
-        if isinstance(m, CornerNet):
-            outputs = m(images)
-            if not self.postprocess: return tuple(outputs[k] for k in self.output_names)
-            boxes, scores, labels = decode_corners(outputs, m.stride, m.k, m.max_distance)
-        else:
-            outputs = m(images)
-            if not self.postprocess: return (*(v for k, v in outputs.items() if k not in ('priors', 'level_counts')), outputs['priors'])
-            scores, decode = m.scoring(outputs)
-            priors, labels, scores, _ = top_candidates(scores, outputs['level_counts'], m.topk)   # the threshold is graph_nms's
-            regression = outputs['bbox_regression']
-            boxes = decode(priors, regression.gather(1, priors[..., None].expand(-1, -1, regression.shape[-1])))
+        outputs = m(images)
+        if not self.postprocess: return tuple(m.graph_outputs(outputs).values())
+        if self.kind == 'instances': return m.graph_instances(outputs, self.max_detections)
+        boxes, scores, labels = m.graph_candidates(outputs)
         limits = input_size(images) if sizes is None else sizes.to(boxes.dtype)[:, None]
         if self.nms == 'tensorrt': return tensorrt_nms(graph_clip(boxes, limits), scores, labels, m.score_thresh, m.nms_thresh, self.max_detections, m.num_classes)
         return graph_nms(graph_clip(boxes, limits), scores, labels, m.score_thresh, m.nms_thresh, self.max_detections)
@@ -185,10 +176,7 @@ def export_onnx(model_or_learner, path, image_size=None, batch_size:int=1, dynam
         if getattr(model, 'score_voting', False): warnings.warn(f'{path}: the graph has no score voting (PAA): its scores are the NMS survivors\' own')
         module = DetectionGraph(model, postprocess, max_detections, nms)
         output_names = module.output_names
-        if postprocess and isinstance(model, SOLOv2):
-            metadata.update(outputs='instances', max_detections=module.max_detections, score_thresh=model.score_thresh, mask_thresh=model.mask_thresh,
-                            update_thresh=model.update_thresh, nms='matrix')
-        elif postprocess: metadata.update(outputs='detections', max_detections=module.max_detections, score_thresh=model.score_thresh, nms_thresh=model.nms_thresh, nms=nms)
+        if postprocess: metadata.update(dict(outputs=module.kind, max_detections=module.max_detections, nms=nms), **model.graph_settings())
         else: metadata.update(outputs='raw')
     else: module, output_names, metadata['outputs'] = model, ['logits'], 'logits'
     training = model.training
@@ -196,7 +184,7 @@ def export_onnx(model_or_learner, path, image_size=None, batch_size:int=1, dynam
     path.parent.mkdir(parents=True, exist_ok=True)
     images = torch.zeros(batch_size, 3, height, width, device=next(model.parameters()).device)
     inputs, input_names = ((images,), ['images'])
-    if isinstance(model, Detector) and postprocess and not isinstance(model, SOLOv2):   # SOLOv2's masks are cropped to each image's size after the graph
+    if postprocess and getattr(model, 'graph_kind', None) == 'detections':   # instances' masks are cropped to each image's size after the graph
         inputs, input_names = (images, torch.tensor([[height, width]] * batch_size)), ['images', 'sizes']
     axes = {'images': {0: 'batch', 2: 'height', 3: 'width'}, 'sizes': {0: 'batch'}}
     axes.update({name: {0: 'batch'} for name in output_names if name != 'priors'})
@@ -445,17 +433,8 @@ def _tensorrt_logger(trt):
             elif severity == trt.ILogger.Severity.WARNING: warnings.warn(f'TensorRT: {msg}')
     return Logger()
 
-def _atomic_write(path:Path, data:bytes) -> Path:
-    "Write `data` to `path` through a synced temporary file beside it and a rename: never a partial file at `path`."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.partial', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _write_bytes(path:Path, data:bytes) -> Path:
+    with atomic_write(path) as temporary: temporary.write_bytes(data)
     return path
 
 def _profile_shapes(inputs:dict, metadata:dict, min_shape=None, opt_shape=None, max_shape=None, file=None) -> dict:
@@ -490,7 +469,7 @@ def _entropy_calibrator(trt, batches, batch_size:int, cache:Path):
             self.current = {'images': batch[0].cuda().contiguous(), 'sizes': batch[1].cuda().contiguous()}   # kept alive while TensorRT reads them
             return [int(self.current[name].data_ptr()) for name in names]
         def read_calibration_cache(self): return cache.read_bytes() if cache.is_file() else None
-        def write_calibration_cache(self, data): _atomic_write(cache, bytes(data))
+        def write_calibration_cache(self, data): _write_bytes(cache, bytes(data))
     return EntropyCalibrator()
 
 def build_engine(onnx_path, engine_path=None, precision:str='fp32', calibration=None, calibration_batches_limit:int=32, calibration_cache=None,
@@ -532,8 +511,8 @@ def build_engine(onnx_path, engine_path=None, precision:str='fp32', calibration=
         raise ExportError(onnx_path, f"TensorRT could not build a {precision} engine: {'; '.join(logger.errors)[:500] or 'see its log'}",
                           fix='Try precision="fp32", a larger workspace, or other profile shapes')
     info = dict(metadata=metadata, precision=precision, tensorrt=trt.__version__, onnx=str(onnx_path), shapes=shapes or {k: [v] * 3 for k, v in inputs.items()})
-    _atomic_write(engine_path.with_name(engine_path.name + '.json'), json.dumps(info).encode())
-    return _atomic_write(engine_path, bytes(plan))
+    _write_bytes(engine_path.with_name(engine_path.name + '.json'), json.dumps(info).encode())
+    return _write_bytes(engine_path, bytes(plan))
 
 # %% ../../nbs/45_export_onnx.ipynb #198b3630
 def _torch_dtype(trt, dtype) -> torch.dtype:

@@ -5,9 +5,7 @@
 # %% ../../nbs/43_callbacks_training.ipynb #a1352c8c
 from __future__ import annotations
 import math
-import os
 import random
-import tempfile
 from pathlib import Path
 import numpy as np
 import torch
@@ -21,7 +19,7 @@ from fastai.callback.tracker import TrackerCallback
 from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
 from fastai.callback.training import GradientClip
 from fastai.torch_core import rank_distrib
-from ..core import VisionnbError, _message
+from ..core import VisionnbError, _message, atomic_write
 from ..models.backbone import compare_state_dicts, load_tensors
 from ..learner.det import unwrap_model
 from ..learner.cls import precision_callbacks
@@ -115,29 +113,10 @@ class CheckpointError(VisionnbError, RuntimeError):
         self.file, self.problem, self.fix = file, problem, fix
         super().__init__(_message(file, problem, fix=fix))
 
-def _sync_folder(folder:Path):
-    "Make a rename inside `folder` durable (POSIX; Windows has no directory handles to sync)."
-    if os.name != 'posix': return
-    fd = os.open(folder, os.O_RDONLY)
-    try: os.fsync(fd)
-    finally: os.close(fd)
-
 def atomic_save(obj, path) -> Path:
-    "`torch.save(obj, path)` that never leaves a partial file at `path`: written to a temporary file beside it, synced to disk, then renamed over it."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.partial', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _sync_folder(path.parent)
-    return path
+    "`torch.save(obj, path)` that never leaves a partial file at `path` (`atomic_write`)."
+    with atomic_write(path) as temporary: torch.save(obj, temporary)
+    return Path(path)
 
 def load_checkpoint(path, map_location='cpu') -> dict:
     "The checkpoint at `path`, read with `torch.load(weights_only=True)`: tensors and plain Python values only, no code."

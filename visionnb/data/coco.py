@@ -4,14 +4,14 @@
 
 # %% ../../nbs/01b_data_coco.ipynb #637d26c1
 from __future__ import annotations
-import datetime, json, os, tempfile, warnings
+import datetime, json, os, warnings
 from collections import defaultdict
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 import visionnb
-from ..core import DatasetError, reading
+from ..core import DatasetError, atomic_write, reading
 from .core import Record, Records, encode_masks, image_size, masks_to_boxes, parse_dim
 from fastcore.basics import patch
 
@@ -228,21 +228,14 @@ def _json_default(o):
 
 @patch
 def save(self:CocoCreator, ann_file=None) -> Path:
-    "Write the COCO json atomically to `ann_file` (default `root/'annotations.json'`); return its path."
+    "Write the COCO json whole (`atomic_write`) to `ann_file` (default `root/'annotations.json'`); return its path."
     ann_file = self.root/'annotations.json' if ann_file is None else Path(ann_file)
-    ann_file.parent.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc)
     data = dict(info=dict(description='written by visionnb', version=visionnb.__version__, year=now.year,
                           date_created=now.isoformat(timespec='seconds')),
                 licenses=[], images=self.images, annotations=self.annotations,
                 categories=[dict(id=i + 1, name=name, supercategory='') for i, name in enumerate(self.vocab)])
-    fd, tmp = tempfile.mkstemp(prefix=f'.{ann_file.name}.', suffix='.tmp', dir=ann_file.parent)
-    try:
-        with os.fdopen(fd, 'w') as f: json.dump(data, f, default=_json_default)
-        os.chmod(tmp, 0o644)   # mkstemp makes the file private; a dataset file should be readable like any other
-        os.replace(tmp, ann_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    with atomic_write(ann_file) as temporary: temporary.write_text(json.dumps(data, default=_json_default))
     return ann_file
 
 # %% ../../nbs/01b_data_coco.ipynb #6d8a173b

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, image_prior_weight, positive_pairs, predictor, pyramid, weighted_sum
+from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, image_prior_weight, positive_pairs, predictor, detector_pyramid, weighted_sum
 from .retinanet import IGNORE, anchor_shapes, assign_max_iou, decode_boxes, grid_anchors
 from .fcos import assign_fcos, centerness, ltrb_distances, scale_ranges
 
@@ -155,11 +155,9 @@ class ATSS(DenseDetector):
 
 # %% ../../nbs/23_det_atss.ipynb #25348504
 @delegates(ATSS.__init__, but=['backbone', 'neck', 'head', 'vocab'])
-def atss(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, neck:str='fpn', prior_probability:float=0.01,
-         frozen_stages:int=-1, frozen_bn:bool=False, norm_eval:bool=False, **kwargs) -> ATSS:
-    "An ATSS detector for the classes `vocab` on `backbone` (with local `pretrained` weights) and P3-P7 of width `channels`; `kwargs` go to `ATSS`."
-    body, fpn = pyramid(backbone, channels=channels, neck=neck, extra_levels=2, extra_from='p5', pretrained=pretrained,
-                        frozen_stages=frozen_stages, frozen_bn=frozen_bn, norm_eval=norm_eval)
+def atss(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, prior_probability:float=0.01, **kwargs) -> ATSS:
+    "An ATSS for `vocab` on `backbone` (local `pretrained` weights), P3-P7 `channels` wide; `kwargs`: `detector_pyramid`'s, then `ATSS`'s."
+    body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     head = ATSSHead(channels, len(vocab), len(fpn.strides), num_convs, prior_probability=prior_probability)
     return ATSS(body, fpn, head, vocab, **kwargs)
 

@@ -9,13 +9,14 @@ import torch
 import torch.nn as nn
 import torch.distributed as dist
 from torchvision.ops import batched_nms
-from ..models.backbone import Backbone
+from ..models.backbone import Backbone, feature_stages
 from ..models.necks import FPN, PAFPN
 
 # %% auto #0
-__all__ = ['gn_groups', 'conv_tower', 'predictor', 'flatten_levels', 'pad_targets', 'check_labels', 'positive_pairs',
-           'batch_normalizer', 'weighted_sum', 'image_prior_weight', 'at_most', 'top_candidates', 'clip_to_sizes',
-           'batched_detections', 'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys']
+__all__ = ['BACKBONE_SETTINGS', 'NECK_SETTINGS', 'gn_groups', 'conv_tower', 'predictor', 'flatten_levels', 'pad_targets',
+           'check_labels', 'positive_pairs', 'batch_normalizer', 'weighted_sum', 'image_prior_weight', 'at_most',
+           'top_candidates', 'clip_to_sizes', 'batched_detections', 'Detector', 'DenseDetector', 'pyramid',
+           'from_torchvision_keys', 'detector_pyramid']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
 def gn_groups(channels:int, # the width of the normalized layer
@@ -134,7 +135,12 @@ def batched_detections(boxes:torch.Tensor, scores:torch.Tensor, labels:torch.Ten
 
 # %% ../../nbs/20_det_core.ipynb #a3554cfe
 class Detector(nn.Module):
-    "What every detector has: its class names `vocab`, `loss(outputs, targets)`, `postprocess(outputs, image_sizes)` and `predict(images)`."
+    "What every detector has: class names `vocab`, `loss`, `postprocess`, `predict`, and answers to what outer layers ask."
+    postprocess_settings = ('score_thresh', 'nms_thresh', 'max_detections')   # what postprocess reads: an export saves them
+    predicts_masks = False   # the learner evaluates masks (COCO segm) beside boxes
+    graph_kind = None        # what an exported graph ends with: 'detections' (boxes for NMS) or 'instances' (masks, own NMS)
+    location_predictions = None   # a method of detectors that score every location (what a CAM targets)
+
     def __init__(self, vocab):
         super().__init__()
         self.vocab = list(vocab)
@@ -142,12 +148,19 @@ class Detector(nn.Module):
     @property
     def num_classes(self) -> int: return len(self.vocab)
 
+    @classmethod
+    def recipe(cls, channels:int, # the width of the pyramid and heads
+               num_convs:int,     # the depth of each head tower
+               **options) -> dict:
+        "The factory's arguments for small images (what `visionnb train` builds); `options` are the CLI's model flags."
+        return dict(channels=channels, num_convs=num_convs)
+
     def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
-        "Named loss terms for `outputs` and the batch's target dicts (boxes in input pixels, labels); `prior_weight [N]` weighs each prior's part (`weighted_sum`)."
+        "Named loss terms of `outputs` for the batch's targets; `prior_weight [N]` weighs each prior (`weighted_sum`)."
         raise NotImplementedError
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Detections (`boxes`, `scores`, `labels`) per image, boxes clipped to each image's unpadded `(h, w)` in `image_sizes`."
+        "Detections (`boxes`, `scores`, `labels`) per image, boxes clipped to each image's unpadded `(h, w)`."
         raise NotImplementedError
 
     def padded_targets(self, targets, device=None, min_objects:int=0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -155,6 +168,30 @@ class Detector(nn.Module):
         gt_boxes, gt_labels, gt_mask = pad_targets(targets, device, min_objects)
         check_labels(gt_labels, gt_mask, self.num_classes)
         return gt_boxes, gt_labels, gt_mask
+
+    def graph_outputs(self, outputs:dict) -> dict:
+        "The raw outputs an exported graph returns without postprocessing, by name."
+        return dict(outputs)
+
+    def graph_candidates(self, outputs:dict) -> tuple:
+        "`(boxes [B, K, 4], scores [B, K], labels [B, K])`: what an exported graph's NMS chooses from (`graph_kind='detections'`)."
+        raise NotImplementedError
+
+    def graph_instances(self, outputs:dict, max_detections:int) -> tuple:
+        "The graph's padded instances `(num_detections, scores, labels, mask probabilities)` (`graph_kind='instances'`)."
+        raise NotImplementedError
+
+    def graph_settings(self) -> dict:
+        "The postprocess settings an exported graph applies, for its metadata."
+        return dict(score_thresh=self.score_thresh, nms_thresh=self.nms_thresh)
+
+    def prior_levels(self, outputs:dict) -> tuple[list[int], list[str]]:
+        "`(counts, names)`: how many priors of `outputs` each pyramid level holds, and the levels' names."
+        raise TypeError(f'{type(self).__name__} does not predict on a pyramid of levels: the loss splits by level for dense detectors and SOLOv2')
+
+    def prior_assignment(self, outputs:dict, targets) -> torch.Tensor:
+        "`[B, N]` the box each prior learns for the batch's `targets` (negative for none), by the detector's own rule."
+        raise TypeError(f'{type(self).__name__} does not assign priors: model_assignment is for dense detectors')
 
     @torch.no_grad()
     def predict(self, images:torch.Tensor, image_sizes=None) -> list[dict]:
@@ -166,6 +203,8 @@ class Detector(nn.Module):
 
 class DenseDetector(Detector):
     "Backbone, neck and a head shared by all levels; `forward(images)` gives the flattened head outputs and the priors of that input size."
+    postprocess_settings = ('score_thresh', 'nms_thresh', 'topk', 'max_detections')
+    graph_kind = 'detections'
     def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab):
         super().__init__(vocab)
         self.backbone, self.neck, self.head = backbone, neck, head
@@ -215,6 +254,38 @@ class DenseDetector(Detector):
         scores, decode = self.scoring(outputs)
         return self.detections(scores, outputs, decode, image_sizes)
 
+    def graph_outputs(self, outputs:dict) -> dict:
+        "The head outputs and the priors: `level_counts` is the graph's own shape arithmetic."
+        return {k: v for k, v in outputs.items() if k != 'level_counts'}
+
+    def graph_candidates(self, outputs:dict) -> tuple:
+        "Per level the `topk` best scores, their boxes decoded; the threshold is the graph's NMS's."
+        scores, decode = self.scoring(outputs)
+        priors, labels, scores, _ = top_candidates(scores, outputs['level_counts'], self.topk)
+        regression = outputs['bbox_regression']
+        return decode(priors, regression.gather(1, priors[..., None].expand(-1, -1, regression.shape[-1]))), scores, labels
+
+    def location_predictions(self, outputs:dict) -> tuple[torch.Tensor, torch.Tensor]:
+        "`(boxes [B, N, 4], scores [B, N, C])`: every prior's decoded box (input pixels) and class scores."
+        scores, decode = self.scoring(outputs)
+        index = torch.arange(scores.shape[1], device=scores.device).expand(scores.shape[0], -1)
+        return decode(index, outputs['bbox_regression']), scores
+
+    def cam_layers(self) -> dict[str, str]:
+        "The modules a CAM can look at, by name: the backbone's stages (deepest first), then the pyramid's levels."
+        stages = feature_stages(self.backbone.body, 'backbone.body.')
+        levels = zip((f'neck.{n}' for n in self.neck.level_modules()), self.strides)
+        return {**{n: f'backbone stage, stride {s}' for n, s in stages}, **{n: f'pyramid level, stride {s}' for n, s in levels}}
+
+    def prior_levels(self, outputs:dict) -> tuple[list[int], list[str]]:
+        "Priors per level from `level_counts`; levels named `P3`, `P4`, ... by their strides."
+        return [int(c) for c in outputs['level_counts']], [f'P{int(math.log2(s))}' for s in self.strides]
+
+    def prior_assignment(self, outputs:dict, targets) -> torch.Tensor:
+        "The detector's `assign` on its `outputs` and the batch's padded `targets`."
+        gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
+        return self.assign(outputs, gt_boxes, gt_mask)
+
 # %% ../../nbs/20_det_core.ipynb #5db465ca
 def pyramid(backbone='resnet50', out_indices:int|tuple=3, channels:int=256, neck:str='fpn', extra_levels:int=2, extra_from:str='p5',
             **backbone_kwargs) -> tuple[Backbone, nn.Module]:
@@ -227,3 +298,20 @@ def pyramid(backbone='resnet50', out_indices:int|tuple=3, channels:int=256, neck
 def from_torchvision_keys(state_dict:dict) -> dict:
     "A torchvision detector's state dict with its backbone and FPN keys renamed to ours (`backbone.fpn.` -> `neck.`); head keys unchanged."
     return {('neck.' + k[len('backbone.fpn.'):] if k.startswith('backbone.fpn.') else k): v for k, v in state_dict.items()}
+
+# %% ../../nbs/20_det_core.ipynb #a3ac41d8
+BACKBONE_SETTINGS = dict(out_indices=3, frozen_stages=-1, frozen_bn=False, norm_eval=False, backbone_kwargs=None)
+NECK_SETTINGS = dict(neck='fpn', extra_levels=2, extra_from='p5')
+
+def detector_pyramid(backbone,        # a `Backbone` arch name (or a built `Backbone`)
+                     pretrained,      # a local file of its weights, or None
+                     channels:int,    # the pyramid's width
+                     kwargs:dict,     # the factory's keyword arguments: the shared settings are taken from them
+                     **defaults,      # the factory's own defaults for the shared settings
+                    ) -> tuple[Backbone, nn.Module, dict]:
+    "`(backbone, neck, the model's kwargs)`: the one way every factory builds its pyramid from the shared settings."
+    given = {**BACKBONE_SETTINGS, **NECK_SETTINGS, **defaults, **kwargs}
+    settings, neck = ({k: given.pop(k) for k in names} for names in (BACKBONE_SETTINGS, NECK_SETTINGS))
+    extra = settings.pop('backbone_kwargs') or {}   # its own names, such as our ResNets' `channels`: kept apart from the pyramid's
+    body = backbone if isinstance(backbone, Backbone) else Backbone(backbone, pretrained=pretrained, **{**settings, **extra})
+    return (*pyramid(body, channels=channels, **neck), given)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
-from .core import Detector, at_most, batch_normalizer, batched_detections, clip_to_sizes, pyramid
+from .core import Detector, at_most, batch_normalizer, batched_detections, clip_to_sizes, detector_pyramid, BACKBONE_SETTINGS, NECK_SETTINGS
 
 # %% auto #0
 __all__ = ['TRACED_STEPS', 'POOLS', 'running_max', 'corner_pool', 'gaussian_radius', 'gaussian_heatmaps', 'corner_focal_loss',
@@ -180,6 +180,13 @@ class CornerHead(nn.Module):
 # %% ../../nbs/26_det_cornernet.ipynb #fd2ce729
 class CornerNet(Detector):
     "CornerNet: per class top-left and bottom-right corner heatmaps on one feature map, offsets, and embeddings that pair the corners."
+    graph_kind = 'detections'
+
+    @classmethod
+    def recipe(cls, channels:int, num_convs:int, **options) -> dict:
+        "`channels` wide: the corner heads have no towers to deepen."
+        return dict(channels=channels)
+
     def __init__(self, backbone:nn.Module, neck:nn.Module|None, vocab, channels:int, stride:int, pool_channels:int=128, min_overlap:float=0.3,
                  pull_weight:float=0.1, push_weight:float=0.1, offset_weight:float=1., k:int=100, max_distance:float=0.5,
                  score_thresh:float=0.05, nms_thresh:float=0.5, max_detections:int=100):
@@ -219,22 +226,26 @@ class CornerNet(Detector):
         return dict(heatmap=focal / batch_normalizer(peaks), pull=self.pull_weight * pull, push=self.push_weight * push,
                     offset=self.offset_weight * offset / batch_normalizer(gt_mask.sum()))
 
+    def graph_candidates(self, outputs:dict) -> tuple:
+        "The best corner pairs of every image, decoded to boxes (`decode_corners`)."
+        return decode_corners(outputs, self.stride, self.k, self.max_distance)
+
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
         "Per-image detections: the best corner pairs (`decode_corners`) above `score_thresh`, clipped, class-wise NMS, `max_detections`."
-        boxes, scores, labels = decode_corners(outputs, self.stride, self.k, self.max_distance)
+        boxes, scores, labels = self.graph_candidates(outputs)
         return batched_detections(clip_to_sizes(boxes, image_sizes), scores, labels, scores > self.score_thresh, self.nms_thresh, self.max_detections)
 
 # %% ../../nbs/26_det_cornernet.ipynb #c51ecc3e
 @delegates(CornerNet.__init__, but=['backbone', 'neck', 'vocab', 'channels', 'stride'])
-def cornernet(vocab, backbone='hourglass', pretrained=None, channels:int=128, hourglass_channels=(128, 160, 192, 224), neck:str='fpn',
-              frozen_stages:int=-1, frozen_bn:bool=False, norm_eval:bool=False, **kwargs) -> CornerNet:
+def cornernet(vocab, backbone='hourglass', pretrained=None, channels:int=128, hourglass_channels=(128, 160, 192, 224), **kwargs) -> CornerNet:
     "A CornerNet for the classes `vocab`: on a small `HourglassNet` (stride 4), or on `backbone` (with local `pretrained` weights) with an FPN's P3 (stride 8) of width `channels`."
     if backbone == 'hourglass':
         if pretrained is not None: raise ValueError('the hourglass backbone has no pretrained weights: pass pretrained=None or a ResNet backbone')
         body = HourglassNet((channels, *hourglass_channels[1:]))
+        shared = [k for k in kwargs if k in BACKBONE_SETTINGS or k in NECK_SETTINGS]
+        if shared: raise ValueError(f'the hourglass backbone is built whole, without {shared}: pass a ResNet or timm backbone to set them')
         return CornerNet(body, None, vocab, channels, body.stride, **kwargs)
-    body, fpn = pyramid(backbone, channels=channels, neck=neck, extra_levels=0, pretrained=pretrained, frozen_stages=frozen_stages,
-                        frozen_bn=frozen_bn, norm_eval=norm_eval)
+    body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs, extra_levels=0)
     return CornerNet(body, fpn, vocab, channels, fpn.strides[0], **kwargs)
 
 # %% ../../nbs/26_det_cornernet.ipynb #ea794fc9

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, from_torchvision_keys, image_prior_weight, predictor, pyramid, positive_pairs, weighted_sum
+from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, from_torchvision_keys, image_prior_weight, predictor, detector_pyramid, positive_pairs, weighted_sum
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
@@ -122,6 +122,11 @@ class FCOS(DenseDetector):
         if bounds.shape != (len(self.strides), 2): raise ValueError(f'level_bounds must be [{len(self.strides)}, 2] (one range per level), got {tuple(bounds.shape)}')
         self.register_buffer('level_bounds', bounds, persistent=False)   # moves with the model, stays out of the state dict
 
+    @classmethod
+    def recipe(cls, channels:int, num_convs:int, ranges:tuple|None=None, **options) -> dict:
+        "The pyramid levels' object-size `ranges` (in strides) when given (`--fcos-ranges`)."
+        return dict(super().recipe(channels, num_convs), **({} if ranges is None else dict(ranges=tuple(ranges))))
+
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "The points `[N, 3]` (`x, y, stride`) of every level."
         return fcos_points(feature_sizes, self.strides, self.offset, device, dtype)
@@ -142,11 +147,9 @@ class FCOS(DenseDetector):
 
 # %% ../../nbs/22_det_fcos.ipynb #02be38de
 @delegates(FCOS.__init__, but=['backbone', 'neck', 'head', 'vocab'])
-def fcos(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, neck:str='fpn', prior_probability:float=0.01,
-         frozen_stages:int=-1, frozen_bn:bool=False, norm_eval:bool=False, **kwargs) -> FCOS:
-    "An FCOS for the classes `vocab` on `backbone` (with local `pretrained` weights) and P3-P7 of width `channels`; `kwargs` go to `FCOS`."
-    body, fpn = pyramid(backbone, channels=channels, neck=neck, extra_levels=2, extra_from='p5', pretrained=pretrained,
-                        frozen_stages=frozen_stages, frozen_bn=frozen_bn, norm_eval=norm_eval)
+def fcos(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, prior_probability:float=0.01, **kwargs) -> FCOS:
+    "An FCOS for `vocab` on `backbone` (local `pretrained` weights), P3-P7 `channels` wide; `kwargs`: `detector_pyramid`'s, then `FCOS`'s."
+    body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     return FCOS(body, fpn, FCOSHead(channels, len(vocab), num_convs, prior_probability), vocab, **kwargs)
 
 def fcos_torchvision_keys(state_dict:dict) -> dict:

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss
-from .core import DenseDetector, batch_normalizer, image_prior_weight, positive_pairs, pyramid, weighted_sum
+from .core import DenseDetector, batch_normalizer, image_prior_weight, positive_pairs, detector_pyramid, weighted_sum
 from .fcos import fcos_decode, fcos_encode
 from .atss import ATSSHead, anchor_points, assign_atss, atss_anchors
 
@@ -111,11 +111,10 @@ class GFL(DenseDetector):
 
 # %% ../../nbs/24_det_gfl.ipynb #6ae1d0f4
 @delegates(GFL.__init__, but=['backbone', 'neck', 'head', 'vocab', 'reg_max'])
-def gfl(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, neck:str='fpn', reg_max:int=16,
-        prior_probability:float=0.01, frozen_stages:int=-1, frozen_bn:bool=False, norm_eval:bool=False, **kwargs) -> GFL:
-    "A GFL detector for the classes `vocab` on `backbone` (with local `pretrained` weights), P3-P7 of width `channels`, sides over `0..reg_max`; `kwargs` go to `GFL`."
-    body, fpn = pyramid(backbone, channels=channels, neck=neck, extra_levels=2, extra_from='p5', pretrained=pretrained,
-                        frozen_stages=frozen_stages, frozen_bn=frozen_bn, norm_eval=norm_eval)
+def gfl(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, reg_max:int=16, prior_probability:float=0.01,
+        **kwargs) -> GFL:
+    "A GFL for `vocab` on `backbone`, P3-P7 `channels` wide, sides over `0..reg_max`; `kwargs`: `detector_pyramid`'s, then `GFL`'s."
+    body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     head = ATSSHead(channels, len(vocab), len(fpn.strides), num_convs, box_outputs=4 * (reg_max + 1), quality=False,
                     prior_probability=prior_probability)
     return GFL(body, fpn, head, vocab, reg_max=reg_max, **kwargs)

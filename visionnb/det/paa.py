@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, batched_detections, image_prior_weight, positive_pairs, pyramid, weighted_sum
+from .core import DenseDetector, batch_normalizer, batched_detections, image_prior_weight, positive_pairs, detector_pyramid, weighted_sum
 from .retinanet import assign_max_iou, decode_boxes
 from .atss import ATSSHead, atss_anchors
 from .gfl import paired_iou
@@ -155,6 +155,11 @@ class PAA(DenseDetector):
         costs = anchor_costs(outputs, candidates, gt_boxes, gt_labels, self.box_weights, self.box_loss_weight)
         return assign_paa(costs, candidates, outputs['level_counts'].tolist(), self.num_candidates)
 
+    def prior_assignment(self, outputs:dict, targets) -> torch.Tensor:
+        "`assign`, which scores the candidates by their classes' losses too."
+        gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
+        return self.assign(outputs, gt_boxes, gt_labels, gt_mask)
+
     def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_iou'}` of the batch (`paa_losses`)."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
@@ -176,11 +181,9 @@ class PAA(DenseDetector):
 
 # %% ../../nbs/25_det_paa.ipynb #79f43555
 @delegates(PAA.__init__, but=['backbone', 'neck', 'head', 'vocab'])
-def paa(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, neck:str='fpn', prior_probability:float=0.01,
-        frozen_stages:int=-1, frozen_bn:bool=False, norm_eval:bool=False, **kwargs) -> PAA:
-    "A PAA detector for the classes `vocab` on `backbone` (with local `pretrained` weights) and P3-P7 of width `channels`; `kwargs` go to `PAA`."
-    body, fpn = pyramid(backbone, channels=channels, neck=neck, extra_levels=2, extra_from='p5', pretrained=pretrained,
-                        frozen_stages=frozen_stages, frozen_bn=frozen_bn, norm_eval=norm_eval)
+def paa(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, prior_probability:float=0.01, **kwargs) -> PAA:
+    "A PAA for `vocab` on `backbone` (local `pretrained` weights), P3-P7 `channels` wide; `kwargs`: `detector_pyramid`'s, then `PAA`'s."
+    body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     return PAA(body, fpn, ATSSHead(channels, len(vocab), len(fpn.strides), num_convs, prior_probability=prior_probability), vocab, **kwargs)
 
 # %% ../../nbs/25_det_paa.ipynb #29ed79be

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss, generalized_box_iou_loss
-from .core import DenseDetector, conv_tower, predictor, flatten_levels, pyramid, from_torchvision_keys, image_prior_weight
+from .core import DenseDetector, conv_tower, predictor, flatten_levels, detector_pyramid, from_torchvision_keys, image_prior_weight
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'BACKGROUND', 'IGNORE', 'retinanet_anchor_sizes', 'anchor_shapes', 'grid_anchors', 'encode_boxes',
@@ -110,6 +110,10 @@ class RetinaNetHead(nn.Module):
 # %% ../../nbs/21_det_retinanet.ipynb #721a0d27
 class RetinaNet(DenseDetector):
     "RetinaNet: anchors on every level, max-IoU assignment with an ignore band, focal loss, box deltas (L1 or GIoU)."
+    @classmethod
+    def recipe(cls, channels:int, num_convs:int, **options) -> dict:
+        "Version 2 (GroupNorm head, GIoU loss), which trains from scratch without diverging."
+        return dict(super().recipe(channels, num_convs), version=2)
     def __init__(self, backbone:nn.Module, neck:nn.Module, vocab, anchor_sizes=None, aspect_ratios=(0.5, 1.0, 2.0), num_convs:int=4,
                  head_norm:str|None=None, fg_iou:float=0.5, bg_iou:float=0.4, box_loss:str='l1', score_thresh:float=0.05, nms_thresh:float=0.5,
                  topk:int=1000, max_detections:int=300, anchor_offset:float=0.):
@@ -157,14 +161,11 @@ class RetinaNet(DenseDetector):
 # %% ../../nbs/21_det_retinanet.ipynb #c8f824ef
 _VERSIONS = {1: dict(extra_from='p5', head_norm=None, box_loss='l1'), 2: dict(extra_from='c5', head_norm='gn', box_loss='giou')}
 
-def retinanet(vocab, backbone='resnet50', pretrained=None, version:int=1, channels:int=256, neck:str='fpn', frozen_stages:int=-1,
-              frozen_bn:bool=False, **kwargs) -> RetinaNet:
-    "A RetinaNet for the classes `vocab` on `backbone` (with local `pretrained` weights), configured as torchvision's v1 or v2; `kwargs` go to `RetinaNet`."
+def retinanet(vocab, backbone='resnet50', pretrained=None, version:int=1, channels:int=256, **kwargs) -> RetinaNet:
+    "A RetinaNet for `vocab` on `backbone`, as torchvision's v1 or v2; `kwargs`: `detector_pyramid`'s, then `RetinaNet`'s."
     if version not in _VERSIONS: raise ValueError(f'version must be 1 or 2, got {version!r}')
-    config = {**_VERSIONS[version], **kwargs}
-    body, fpn = pyramid(backbone, channels=channels, neck=neck, extra_from=config.pop('extra_from'), pretrained=pretrained,
-                        frozen_stages=frozen_stages, frozen_bn=frozen_bn)
-    return RetinaNet(body, fpn, vocab, **config)
+    body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, {**_VERSIONS[version], **kwargs})
+    return RetinaNet(body, fpn, vocab, **kwargs)
 
 def _coco_names() -> list[str]:
     from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights

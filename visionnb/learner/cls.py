@@ -15,10 +15,11 @@ from fastai.vision.all import (Learner, Normalize, MixedPrecision, accuracy, ima
                                risinstance, delegates, L)
 from ..models.backbone import PretrainedWeightsError, read_state_dict, compare_state_dicts, resolve_arch
 from ..models.resnet import ResNet, create_resnet
+from .registry import PRECISIONS
 
 # %% auto #0
-__all__ = ['RESNET_STAGES', 'PRECISIONS', 'classifier_names', 'cls_splitter', 'load_classifier_weights', 'create_cls_model',
-           'native_bf16_cpu', 'CPUMixedPrecision', 'resolve_precision', 'precision_callbacks', 'cls_learner']
+__all__ = ['RESNET_STAGES', 'classifier_names', 'cls_splitter', 'load_classifier_weights', 'create_cls_model', 'native_bf16_cpu',
+           'CPUMixedPrecision', 'resolve_precision', 'precision_callbacks', 'cls_learner']
 
 # %% ../../nbs/40_learner_cls.ipynb #a32b17cc
 def classifier_names(model:nn.Module) -> list[str]:
@@ -102,8 +103,6 @@ def create_cls_model(arch, n_out:int, pretrained=None, **kwargs) -> nn.Module:
     return model
 
 # %% ../../nbs/40_learner_cls.ipynb #c2bfd223
-PRECISIONS = ('auto', 'fast', 'fp32', 'fp16', 'bf16')
-
 def native_bf16_cpu() -> bool:
     "Whether this CPU has bfloat16 units (Intel AMX or AVX512-BF16), where bf16 autocast is faster than float32."
     probes = [getattr(torch.cpu, name, None) for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]   # private: absent is no

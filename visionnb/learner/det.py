@@ -4,7 +4,6 @@
 
 # %% ../../nbs/42_learner_det.ipynb #4e85f532
 from __future__ import annotations
-import inspect, os
 from pathlib import Path
 import numpy as np
 import torch
@@ -21,54 +20,40 @@ from fastai.callback.core import Callback
 import fastai.callback.progress, fastai.callback.schedule   # the progress table, fit_one_cycle and fine_tune
 from fastai.data.transforms import Normalize, get_image_files
 from fastai.vision.core import imagenet_stats
-from ..core import VisionnbError, ExportError
+from ..core import VisionnbError, ExportError, atomic_write
 from ..data.core import load_image, decoding, exif_orientation, _open, _to_rgb, _SWAPS_AXES
 from ..data.loaders import V2Transform, PadBatch, round_up
 from ..data.transforms import PAD_FILL, ResizeLongest, show_sample, to_original
-from ..det.core import DenseDetector
-from ..det.fcos import fcos
-from ..det.retinanet import retinanet
-from ..det.atss import atss
-from ..det.gfl import gfl
-from ..det.paa import paa
-from ..det.cornernet import cornernet
-from ..seg.solov2 import solov2
+from ..det.core import Detector
 from ..metrics import coco_metrics
-from ..models.backbone import Backbone, PretrainedWeightsError, compare_state_dicts, load_tensors, read_state_dict
+from ..models.backbone import PretrainedWeightsError, compare_state_dicts, load_tensors, read_state_dict
 from .cls import precision_callbacks
+from .registry import DETECTORS, detector_factory
 
 # %% auto #0
-__all__ = ['DETECTORS', 'BACKBONE_SETTINGS', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'POSTPROCESS_SETTINGS', 'create_detector',
-           'unwrap_model', 'DetectionLoss', 'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback',
-           'TrainingError', 'NaNGuardCallback', 'det_splitter', 'DetLearner', 'det_learner', 'drawing_order',
-           'input_pipeline', 'resized_size', 'detection_inputs', 'image_tensor', 'reduced_image', 'expand_images',
+__all__ = ['EXPORT_FORMAT', 'EXPORT_VERSION', 'create_detector', 'unwrap_model', 'DetectionLoss', 'ImageAvgLoss',
+           'loss_term_names', 'LossTermMetric', 'LossTermsCallback', 'TrainingError', 'NaNGuardCallback',
+           'det_splitter', 'DetLearner', 'det_learner', 'drawing_order', 'input_pipeline', 'resized_size',
+           'detection_inputs', 'image_tensor', 'reduced_image', 'expand_images', 'model_and_pipeline',
            'predict_detections', 'display_copy', 'load_detector_weights', 'detector_config', 'export_detector',
            'load_detector']
 
 # %% ../../nbs/42_learner_det.ipynb #224f0985
-DETECTORS = dict(fcos=fcos, retinanet=retinanet, atss=atss, gfl=gfl, paa=paa, cornernet=cornernet, solov2=solov2)
-
-BACKBONE_SETTINGS = ('frozen_stages', 'frozen_bn', 'norm_eval')
-
-def _built_backbone(factory, backbone, pretrained, backbone_kwargs:dict, kwargs:dict) -> Backbone:
-    "A `Backbone` of `backbone_kwargs`, taking the backbone settings out of the factory's `kwargs` (the factory would not apply them to a built one), at the levels the factory's `out_indices` asks for."
-    settings = {k: kwargs.pop(k) for k in BACKBONE_SETTINGS if k in kwargs}
-    levels = inspect.signature(factory).parameters.get('out_indices')   # SOLOv2 reads C2-C5, the others their default C3-C5
-    if levels is not None: settings['out_indices'] = kwargs.pop('out_indices', levels.default)
-    return Backbone(backbone, pretrained=pretrained, **settings, **backbone_kwargs)
-
-def create_detector(arch, vocab, backbone='resnet50', pretrained=None, backbone_kwargs:dict|None=None, **kwargs) -> DenseDetector:
-    "The detector `arch` (a key of `DETECTORS`, such as `'fcos'`, or a `DenseDetector`) for the classes `vocab`, `backbone_kwargs` to its `Backbone`; `model.config` records how it was built."
+def create_detector(arch,                # a registry name (`DETECTORS`), such as `'fcos'`, or a built detector
+                    vocab,               # the class names
+                    backbone='resnet50', # the `Backbone` arch
+                    pretrained=None,     # a local file of the backbone's weights
+                    backbone_kwargs:dict|None=None, # arguments of the `Backbone` itself, e.g. our ResNets' stage widths
+                    **kwargs) -> Detector:
+    "The detector `arch` for the classes `vocab`, the factory given `kwargs`; `model.config` records how it was built."
     if isinstance(arch, nn.Module):
         if list(getattr(arch, 'vocab', vocab)) != list(vocab):
             raise ValueError(f"the model's classes {list(arch.vocab)} are not the data's {list(vocab)}: build the model with the data's vocab")
         return arch
-    if arch not in DETECTORS: raise ValueError(f"unknown detector {arch!r}: use one of {list(DETECTORS)} or pass a DenseDetector")
+    factory = detector_factory(arch)
     config = dict(arch=arch, backbone=backbone, model_kwargs=dict(kwargs))   # no `pretrained`: the weights travel in the state dict
-    if backbone_kwargs:
-        config['backbone_kwargs'] = dict(backbone_kwargs)
-        backbone, pretrained = _built_backbone(DETECTORS[arch], backbone, pretrained, backbone_kwargs, kwargs), None
-    model = DETECTORS[arch](list(vocab), backbone=backbone, pretrained=pretrained, **kwargs)
+    if backbone_kwargs: config['backbone_kwargs'] = kwargs['backbone_kwargs'] = dict(backbone_kwargs)
+    model = factory(list(vocab), backbone=backbone, pretrained=pretrained, **kwargs)
     model.config = config
     return model
 
@@ -238,7 +223,7 @@ class DetLearner(Learner):
 @delegates(Learner.__init__, but=['loss_func'])
 def det_learner(dls, arch='fcos', backbone='resnet50', pretrained=None, model_kwargs:dict|None=None, metrics='coco', precision:str='auto',
                 splitter=det_splitter, cbs=None, **kwargs) -> DetLearner:
-    "A `DetLearner` training detector `arch` (a key of `DETECTORS` or a `DenseDetector`) on `dls`; frozen backbone when `pretrained`."
+    "A `DetLearner` training detector `arch` (a key of `DETECTORS` or a built detector) on `dls`; frozen backbone when `pretrained`."
     model = create_detector(arch, dls.vocab, backbone, pretrained, **(model_kwargs or {}))
     if isinstance(metrics, str):
         if metrics != 'coco': raise ValueError(f"metrics={metrics!r}: use 'coco', None or a list of fastai metrics")
@@ -371,8 +356,8 @@ def expand_images(items) -> list:
     return [items]
 
 # %% ../../nbs/42_learner_det.ipynb #fa6c9506
-def _model_and_pipeline(learn_or_model, size:int|None=None) -> tuple:
-    "The (unwrapped) detector and its input pipeline settings, `size` overriding."
+def model_and_pipeline(learn_or_model, size:int|None=None) -> tuple:
+    "The (unwrapped) detector and its input pipeline settings (from a learner's DataLoaders or a model's `config`), `size` overriding."
     model = unwrap_model(learn_or_model)
     if isinstance(learn_or_model, Learner): pipeline = input_pipeline(learn_or_model.dls)
     else:
@@ -388,7 +373,7 @@ def _keep(prediction:dict, keep:torch.Tensor) -> dict:
 
 def predict_detections(learn_or_model, items, size:int|None=None, bs:int=8, score_thresh:float|None=None) -> list[dict]:
     "Per image: `boxes` in its original pixels, `scores`, `labels`, class `names`, `file` and `orig_size`; for paths, a folder, PIL images, arrays or tensors."
-    model, pipeline = _model_and_pipeline(learn_or_model, size)
+    model, pipeline = model_and_pipeline(learn_or_model, size)
     device, vocab, images = next(model.parameters()).device, list(model.vocab), expand_images(items)
     results = []
     for start in range(0, len(images), bs):
@@ -439,7 +424,6 @@ def load_detector_weights(learn_or_model, path) -> nn.Module:
 
 # %% ../../nbs/42_learner_det.ipynb #944b74c4
 EXPORT_FORMAT, EXPORT_VERSION = 'visionnb.detector', 1
-POSTPROCESS_SETTINGS = ('score_thresh', 'nms_thresh', 'topk', 'max_detections', 'mask_thresh', 'nms_pre', 'update_thresh', 'nms_kernel', 'nms_sigma')
 _PLAIN = (str, int, float, bool, type(None))
 
 def _check_plain(value, file=None, where:str='config'):
@@ -456,11 +440,11 @@ def _check_plain(value, file=None, where:str='config'):
 
 def detector_config(learn_or_model, size:int|None=None, file=None) -> dict:
     "The plain config that rebuilds a detector and its inputs: arch, backbone, model kwargs (with the current postprocess settings), vocab, input pipeline; errors name `file`."
-    model, pipeline = _model_and_pipeline(learn_or_model, size)
+    model, pipeline = model_and_pipeline(learn_or_model, size)
     built = getattr(model, 'config', None)
     if not built: raise ExportError(file, f'this {type(model).__name__} was not built by create_detector or det_learner, so nothing says how to rebuild it',
                                     fix="Build it with det_learner(dls, arch='fcos', ...) or create_detector")
-    settings = {k: getattr(model, k) for k in POSTPROCESS_SETTINGS if hasattr(model, k)}   # as predicted with, edits included
+    settings = {k: getattr(model, k) for k in model.postprocess_settings}   # as predicted with, edits included
     config = dict(format=EXPORT_FORMAT, version=EXPORT_VERSION, arch=built['arch'], backbone=built['backbone'],
                   model_kwargs={**built['model_kwargs'], **settings}, vocab=list(model.vocab), **pipeline,
                   **({'backbone_kwargs': built['backbone_kwargs']} if 'backbone_kwargs' in built else {}))
@@ -468,15 +452,10 @@ def detector_config(learn_or_model, size:int|None=None, file=None) -> dict:
     return config
 
 def export_detector(learn_or_model, path, size:int|None=None) -> Path:
-    "Write the detector's weights and `detector_config` to `path` atomically (a temporary file, then `os.replace`); `load_detector` reads it."
+    "Write the detector's weights and `detector_config` to `path` whole (`atomic_write`); `load_detector` reads it."
     config, path = detector_config(learn_or_model, size, path), Path(path)
     state = {k: v.detach().cpu() for k, v in unwrap_model(learn_or_model).state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        torch.save(dict(config=config, state_dict=state), temporary)
-        os.replace(temporary, path)
-    finally: temporary.unlink(missing_ok=True)
+    with atomic_write(path) as temporary: torch.save(dict(config=config, state_dict=state), temporary)
     return path
 
 _CONFIG_KEYS = ('version', 'arch', 'backbone', 'model_kwargs', 'vocab')
@@ -500,7 +479,7 @@ def _checked_config(saved, path) -> dict:
                                      f"(it knows {', '.join(DETECTORS)})", fix='Load it with the visionnb that exported it, or re-export it with a known arch')
     return config
 
-def load_detector(path) -> DenseDetector:
+def load_detector(path) -> Detector:
     "The detector exported to `path` by `export_detector`, in eval mode on the CPU, with its class names (`vocab`) and input settings (`config`)."
     path = Path(path)
     if not path.is_file(): raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the path export_detector wrote')

@@ -18,7 +18,8 @@ from .resnet import RESNET_VARIANTS, create_resnet
 
 # %% auto #0
 __all__ = ['PretrainedWeightsError', 'load_failure', 'load_tensors', 'read_state_dict', 'compare_state_dicts', 'select_prefix',
-           'load_pretrained', 'freeze_batchnorm', 'stage_modules', 'resolve_arch', 'feature_extractor', 'Backbone']
+           'load_pretrained', 'freeze_batchnorm', 'stage_modules', 'resolve_arch', 'feature_extractor', 'Backbone',
+           'feature_stages']
 
 # %% ../../nbs/11_models_backbone.ipynb #794f64fd
 class PretrainedWeightsError(VisionnbError, ValueError):
@@ -241,3 +242,15 @@ class Backbone(nn.Module):
         return list(self.body(x))
 
     def extra_repr(self): return f"out_indices={self.out_indices}, channels={self.channels}, strides={self.strides}"
+
+# %% ../../nbs/11_models_backbone.ipynb #183c7d81
+def feature_stages(model:nn.Module, # a module with timm-style `feature_info`, or not
+                   prefix:str='',   # put before each name, for a model inside another
+                  ) -> list[tuple[str, int]]:
+    "`(name, stride)` of the stages `feature_info` names that exist in `model`, deepest first (what a CAM looks at)."
+    info = getattr(model, 'feature_info', None)
+    info = getattr(info, 'info', info) or []
+    names = dict(model.named_modules())
+    # FeatureListNet flattens `stages.3` to `stages_3`
+    found = [(prefix + n, i['reduction']) for i in info for n in dict.fromkeys((i['module'], i['module'].replace('.', '_'))) if n in names]
+    return found[::-1]

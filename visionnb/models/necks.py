@@ -39,6 +39,11 @@ class FPN(FeaturePyramidNetwork):
         "P levels (highest resolution first) for the backbone `features` (highest resolution first)."
         return list(super().forward(OrderedDict((str(i), f) for i, f in enumerate(features))).values())
 
+    def level_modules(self) -> list[str]:
+        "The names of the modules whose outputs are the levels, finest first (what a CAM of a level looks at)."
+        extra = [f'extra_blocks.{p}' for p in ('p6', 'p7') if hasattr(self.extra_blocks, p)]
+        return [f'layer_blocks.{i}' for i in range(len(self.layer_blocks))] + extra
+
 # %% ../../nbs/12_models_necks.ipynb #266c7592
 class PAFPN(nn.Module):
     "FPN followed by PANet's bottom-up path augmentation; optional P6/P7 from the top N level (`'p5'`) or `'c5'`."
@@ -61,6 +66,11 @@ class PAFPN(nn.Module):
             n.append(F.relu(fuse(x + p_next)))
         if self.extra_blocks is not None: n, _ = self.extra_blocks(n, list(features), [str(i) for i in range(len(n))])
         return n
+
+    def level_modules(self) -> list[str]:
+        "The names of the modules whose outputs are the levels, finest first (what a CAM of a level looks at)."
+        extra = [f'extra_blocks.{p}' for p in ('p6', 'p7') if hasattr(self.extra_blocks, p)]
+        return ['fpn.layer_blocks.0'] + [f'fuse_blocks.{i}' for i in range(len(self.fuse_blocks))] + extra
 
 # %% ../../nbs/12_models_necks.ipynb #be614709
 def _pair(v) -> int: return v[0] if isinstance(v, (tuple, list)) else v

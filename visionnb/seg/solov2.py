@@ -12,15 +12,15 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from torchvision.ops import sigmoid_focal_loss
 from ..data.core import masks_to_boxes
-from ..det.core import Detector, batch_normalizer, flatten_levels, image_prior_weight, predictor, pyramid, weighted_sum, _norm
+from ..det.core import Detector, batch_normalizer, flatten_levels, image_prior_weight, predictor, detector_pyramid, weighted_sum, _norm
 from .matrix_nms import matrix_nms
 
 # %% auto #0
-__all__ = ['SOLO_GRIDS', 'SOLO_SCALE_RANGES', 'mask_centers', 'solo_scale_ranges', 'center_region', 'assign_solo', 'coordinates',
-           'with_coordinates', 'mask_logits', 'dice_loss', 'point_nms', 'conv_norm_relu', 'MaskFeatureBranch',
-           'conv_tower_from', 'SOLOv2Head', 'MasksMissingError', 'padded_masks', 'SOLOv2', 'solo_mask_targets',
-           'solo_losses', 'solo_candidates', 'solo_instances', 'upsampled_masks', 'instance_predictions', 'solov2',
-           'assign_solo_loop']
+__all__ = ['SOLO_GRIDS', 'SOLO_SCALE_RANGES', 'SOLO_SMALL_IMAGES', 'mask_centers', 'solo_scale_ranges', 'center_region',
+           'assign_solo', 'coordinates', 'with_coordinates', 'mask_logits', 'dice_loss', 'point_nms', 'conv_norm_relu',
+           'MaskFeatureBranch', 'conv_tower_from', 'SOLOv2Head', 'MasksMissingError', 'padded_masks', 'SOLOv2',
+           'solo_mask_targets', 'solo_losses', 'solo_candidates', 'solo_instances', 'upsampled_masks',
+           'instance_predictions', 'solov2', 'assign_solo_loop']
 
 # %% ../../nbs/31_seg_solov2.ipynb #f89861f0
 def mask_centers(masks:torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,8 @@ def mask_centers(masks:torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/31_seg_solov2.ipynb #939b829a
 SOLO_GRIDS = (40, 36, 24, 16, 12)
 SOLO_SCALE_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
+# for images of 160-320 px (the embedded dataset's): coarser grids and half the paper's ranges (made for ~800 px)
+SOLO_SMALL_IMAGES = dict(num_grids=(24, 20, 16, 12, 8), scale_ranges=((0.5, 48.), (24., 96.), (48., 192.), (96., 384.), (192., 1024.)))
 
 def solo_scale_ranges(factor:float=1., ranges=SOLO_SCALE_RANGES) -> tuple:
     "The paper's object-size ranges per level (`sqrt(w · h)` in input pixels, for ~800-pixel images) multiplied by `factor`."
@@ -178,6 +180,14 @@ class SOLOv2(Detector):
     "SOLOv2: per grid cell of five levels a class and a dynamic 1 x 1 kernel over shared mask features; matrix NMS at inference."
     level_strides = (8, 8, 16, 32, 32)
     predicts_masks = True   # the learner evaluates masks (COCO segm) beside boxes
+    postprocess_settings = ('score_thresh', 'max_detections', 'mask_thresh', 'nms_pre', 'update_thresh', 'nms_kernel', 'nms_sigma')
+    graph_kind = 'instances'
+
+    @classmethod
+    def recipe(cls, channels:int, num_convs:int, **options) -> dict:
+        "Every width `channels`; `SOLO_SMALL_IMAGES`' coarser grids and halved object-size ranges."
+        return dict(channels=channels, num_convs=num_convs, head_channels=channels, mask_channels=channels, kernel_channels=channels,
+                    **SOLO_SMALL_IMAGES)
 
     def __init__(self, backbone:nn.Module, neck:nn.Module, mask_branch:nn.Module, head:nn.Module, vocab, scale_ranges=SOLO_SCALE_RANGES,
                  sigma:float=0.2, mask_weight:float=3., score_thresh:float=0.1, mask_thresh:float=0.5, nms_pre:int=500,
@@ -205,6 +215,18 @@ class SOLOv2(Detector):
     def cell_strides(self, device=None, dtype=torch.float32) -> torch.Tensor:
         "The stride of each cell's level, `[N]`."
         return torch.cat([torch.full((g * g,), s, device=device, dtype=dtype) for g, s in zip(self.num_grids, self.level_strides)])
+
+    def prior_levels(self, outputs:dict) -> tuple[list[int], list[str]]:
+        "The `g * g` cells of each level's grid; levels named by their feature map and grid."
+        return [g * g for g in self.num_grids], [f'P{k + 2} ({g}×{g})' for k, g in enumerate(self.num_grids)]
+
+    def graph_instances(self, outputs:dict, max_detections:int) -> tuple:
+        "`solo_instances`: the best cells, their masks and matrix NMS, inside the graph."
+        return solo_instances(self, outputs, max_detections)
+
+    def graph_settings(self) -> dict:
+        "The thresholds of `solo_instances`; duplicates go by matrix NMS."
+        return dict(score_thresh=self.score_thresh, mask_thresh=self.mask_thresh, update_thresh=self.update_thresh, nms='matrix')
 
 # %% ../../nbs/31_seg_solov2.ipynb #52b483ab
 def solo_mask_targets(masks:torch.Tensor, size) -> torch.Tensor:
@@ -284,11 +306,9 @@ def postprocess(self:SOLOv2, outputs:dict, image_sizes) -> list[dict]:
 # %% ../../nbs/31_seg_solov2.ipynb #4c512e9e
 @delegates(SOLOv2.__init__, but=['backbone', 'neck', 'mask_branch', 'head', 'vocab'])
 def solov2(vocab, backbone='resnet50', pretrained=None, channels:int=256, head_channels:int=512, num_convs:int=4, mask_channels:int=128,
-           kernel_channels:int=256, num_grids=SOLO_GRIDS, neck:str='fpn', prior_probability:float=0.01, frozen_stages:int=-1,
-           frozen_bn:bool=False, norm_eval:bool=False, out_indices:int|tuple=4, **kwargs) -> SOLOv2:
+           kernel_channels:int=256, num_grids=SOLO_GRIDS, prior_probability:float=0.01, **kwargs) -> SOLOv2:
     "A SOLOv2 for `vocab` on `backbone` (last 4 levels, C2-C5; local `pretrained` weights) and an FPN `channels` wide."
-    body, fpn = pyramid(backbone, out_indices=out_indices, channels=channels, neck=neck, extra_levels=0, pretrained=pretrained,
-                        frozen_stages=frozen_stages, frozen_bn=frozen_bn, norm_eval=norm_eval)
+    body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs, out_indices=4, extra_levels=0)
     if len(fpn.strides) != 4: raise ValueError(f'SOLOv2 reads four levels, C2 to C5 (strides 4 to 32), but the backbone gives strides {list(fpn.strides)}: '
                                                'build it with out_indices=4 (the last four levels)')
     head = SOLOv2Head(channels, len(vocab), kernel_channels, num_grids, head_channels, num_convs, prior_probability)

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/61_tools_analysis.ipynb #bde340ef
 from __future__ import annotations
-import difflib, inspect, math, time
+import difflib, math, time
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -18,9 +18,7 @@ from fastcore.basics import store_attr
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from ..data.transforms import class_colors, show_sample
-from ..det.core import DenseDetector
-from ..seg.solov2 import SOLOv2
-from ..learner.det import unwrap_model, image_tensor, detection_inputs, _model_and_pipeline
+from ..learner.det import unwrap_model, image_tensor, detection_inputs, model_and_pipeline
 from ..models.necks import receptive_field
 
 # %% auto #0
@@ -33,11 +31,7 @@ __all__ = ['prior_levels', 'level_losses', 'LossCurvesCallback', 'plot_loss_curv
 def prior_levels(learn_or_model, outputs:dict) -> tuple[torch.Tensor, list[str]]:
     "`(level [N], names)`: the pyramid level of each prior of the model's `outputs` (a dense detector's anchors or points, SOLOv2's grid cells) and the levels' names."
     model = unwrap_model(learn_or_model)
-    if isinstance(model, DenseDetector):
-        counts, names = [int(c) for c in outputs['level_counts']], [f'P{int(math.log2(s))}' for s in model.strides]
-    elif isinstance(model, SOLOv2):
-        counts, names = [g * g for g in model.num_grids], [f'P{k + 2} ({g}×{g})' for k, g in enumerate(model.num_grids)]
-    else: raise TypeError(f'{type(model).__name__} does not predict on a pyramid of levels: the loss splits by level for dense detectors and SOLOv2')
+    counts, names = model.prior_levels(outputs)
     device = outputs['cls_logits'].device
     return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device)), names
 
@@ -205,7 +199,7 @@ def layer_output(learn_or_model, images:torch.Tensor, layer:str, level=None, gra
 # %% ../../nbs/61_tools_analysis.ipynb #cc291798
 def _model_inputs(learn_or_model, item, size:int|None=None) -> tuple:
     "`(original uint8 image, shown uint8 [3, H, W], normalized batch [1, 3, H, W], (h, w) resized before padding)` of `item`."
-    model, pipeline = _model_and_pipeline(learn_or_model, size)
+    model, pipeline = model_and_pipeline(learn_or_model, size)
     image, _ = image_tensor(item)
     batch, (resized,), _ = detection_inputs([image], pipeline['size'], pipeline['pad_multiple'], pipeline['mean'], pipeline['std'],
                                             next(model.parameters()).device)
@@ -323,10 +317,7 @@ def show_positives(image, boxes, labels, priors:torch.Tensor, level_counts, assi
 def model_assignment(learn_or_model, outputs:dict, targets) -> torch.Tensor:
     "`[B, N]` the box each prior of a dense detector learns (negative for none), by the model's own `assign` on its `outputs` and the batch's `targets`."
     model = unwrap_model(learn_or_model)
-    if not isinstance(model, DenseDetector): raise TypeError(f'{type(model).__name__} does not assign priors: model_assignment is for dense detectors')
-    gt_boxes, gt_labels, gt_mask = model.padded_targets(targets, outputs['cls_logits'].device)
-    if 'gt_labels' in inspect.signature(model.assign).parameters: return model.assign(outputs, gt_boxes, gt_labels, gt_mask)
-    return model.assign(outputs, gt_boxes, gt_mask)
+    return model.prior_assignment(outputs, targets)
 
 @torch.no_grad()
 def show_model_positives(learn_or_model, item, target:dict, size:int|None=None, vocab=None, panel:float=2.6) -> Figure:
