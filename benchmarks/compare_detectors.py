@@ -24,7 +24,8 @@ from visionnb.data.check import check_dataset
 from visionnb.data.loaders import det_dls
 from visionnb.data.shapes import shapes_records
 from visionnb.data.voc import voc_records
-from visionnb.learner.det import DETECTORS, det_learner
+from visionnb.learner.registry import DETECTORS
+from visionnb.learner.det import det_learner
 from visionnb.metrics import coco_metrics
 from visionnb.models.backbone import Backbone
 

@@ -243,7 +243,7 @@ def test_a_large_image_is_reduced_before_it_becomes_a_tensor(tmp_path, suffix):
     "No full-size tensor: the largest tensor made is a few times the input size; the input is close to the full-size path's."
     path = tmp_path / f'large{suffix}'
     picture(4000, 3000).save(path)
-    from visionnb.learner import det
+    from visionnb.learner import inference as det   # where the readers live
     made = []
     real = det.TF.pil_to_tensor
     with mock.patch.object(det.TF, 'pil_to_tensor', side_effect=lambda img: made.append(img.size) or real(img)):

@@ -31,6 +31,8 @@ from .seg.matrix_nms import *
 from .seg.solov2 import *
 from .metrics import *
 from .learner.registry import *
+from .learner.inference import *
+from .learner.serialization import *
 from .learner.det import *
 from .callbacks.export import *
 from .callbacks.training import *

@@ -210,7 +210,7 @@ def _chunks(n:int, bs:int, progress:bool=False):
 
 def evaluate_detector(model, records, bs:int=8, size:int|None=None, progress:bool=False) -> dict:
     "COCO AP, AP50, AP75, APs, APm, APl of an exported `model` on `records`, predicted from their image files by `predict_detections`; for a model that predicts masks, the six mask numbers (`mask_AP`, ...) first."
-    from visionnb.learner.det import predict_detections
+    from visionnb.learner.inference import predict_detections
     from visionnb.metrics import coco_evaluate
     files = [rec.file for rec in records]
     predictions = [p for s in _chunks(len(files), bs, progress) for p in predict_detections(model, files[s:s + bs], size=size, bs=bs)]
@@ -268,7 +268,8 @@ def cmd_train(args) -> dict:
     import matplotlib; matplotlib.use('Agg')
     from fastai.torch_core import set_seed
     from visionnb.data.loaders import det_dls, object_counts
-    from visionnb.learner.det import det_learner, export_detector, load_detector, NaNGuardCallback
+    from visionnb.learner.det import det_learner, NaNGuardCallback
+    from visionnb.learner.serialization import export_detector, load_detector
     from visionnb.learner.cls import resolve_precision
     from visionnb.callbacks.distributed import DistributedCallback, setup_distributed, teardown_distributed, global_batch_size
     from visionnb.callbacks.training import training_callbacks, remove_stale_temporaries
@@ -348,7 +349,7 @@ def _load_model(path):
     "The detector exported to `path`, on the default device."
     from fastai.torch_core import default_device
     from visionnb.models.backbone import PretrainedWeightsError
-    from visionnb.learner.det import load_detector
+    from visionnb.learner.serialization import load_detector
     if not Path(path).is_file():
         raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the model.pth that `visionnb train` wrote (by default runs/train/model.pth)')
     return load_detector(path).to(default_device())
@@ -403,7 +404,7 @@ def draw_detections(file, prediction:dict, vocab, title:str|None=None):
     "A figure of the image `file` with the boxes (and masks) of `prediction` (original pixels), labelled with class name and score."
     from matplotlib.figure import Figure
     from visionnb.data.transforms import show_sample
-    from visionnb.learner.det import drawing_order, display_copy
+    from visionnb.learner.inference import drawing_order, display_copy
     # a 6-inch figure shows about 700 pixels: an 8000-pixel photo is drawn from a copy of 1024, its boxes scaled with it
     image, prediction = display_copy(file, drawing_order(prediction), size=1024)
     height, width = image.shape[-2:]
@@ -423,7 +424,7 @@ def _detections(file, png, prediction:dict) -> dict:
 def _predictions(model, files:list, args, skipped:list):
     "`(index, prediction)` of each readable file, in batches of `--bs`; the unreadable ones go to `skipped`, the others on."
     from visionnb.core import DatasetError
-    from visionnb.learner.det import predict_detections
+    from visionnb.learner.inference import predict_detections
     predict = lambda batch: predict_detections(model, batch, size=args.size, bs=args.bs, score_thresh=args.score_thresh)
     for start in _chunks(len(files), args.bs, progress=not args.json):
         indices = range(start, min(start + args.bs, len(files)))
@@ -459,7 +460,7 @@ def cmd_predict(args) -> dict:
 def cmd_export(args) -> dict:
     "Export a detector written by `train` to ONNX (decoding and NMS in the graph unless --raw); with --check, compare ONNX Runtime with PyTorch on images."
     from visionnb.callbacks.export import export_onnx, OnnxModel, detection_agreement
-    from visionnb.learner.det import predict_detections
+    from visionnb.learner.inference import predict_detections
     from visionnb.core import atomic_write
     say, t0 = _say(args), time.perf_counter()
     model = _load_model(args.model).cpu()

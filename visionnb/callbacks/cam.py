@@ -24,7 +24,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from ..det.core import Detector
 from ..models.backbone import feature_stages
-from ..learner.det import unwrap_model
+from ..learner.inference import unwrap_model
 from scipy import ndimage
 from ..data.shapes import SHAPE_CLASSES, render_scene, random_background
 

@@ -20,7 +20,7 @@ from ..core import ExportError, atomic_write
 from ..det.core import Detector
 from ..seg.solov2 import instance_predictions
 from ..data.transforms import PAD_FILL, to_original
-from ..learner.det import input_pipeline, detection_inputs, image_tensor, expand_images, unwrap_model
+from ..learner.inference import input_pipeline, detection_inputs, image_tensor, expand_images, unwrap_model
 
 # %% auto #0
 __all__ = ['NMS_KINDS', 'TENSORRT_INSTALL', 'TENSORRT_PRECISIONS', 'NonMaxSuppression', 'padded_detections', 'graph_nms',

@@ -21,7 +21,7 @@ from fastai.callback.training import GradientClip
 from fastai.torch_core import rank_distrib
 from ..core import VisionnbError, _message, atomic_write
 from ..models.backbone import compare_state_dicts, load_tensors
-from ..learner.det import unwrap_model
+from ..learner.inference import unwrap_model
 from ..learner.cls import precision_callbacks
 
 # %% auto #0

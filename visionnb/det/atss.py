@@ -5,7 +5,6 @@
 # %% ../../nbs/23_det_atss.ipynb #1df7d864
 from __future__ import annotations
 import math
-import statistics
 import torch
 import torch.nn as nn
 from fastcore.meta import delegates
@@ -16,7 +15,7 @@ from .fcos import assign_fcos, centerness, ltrb_distances, scale_ranges
 
 # %% auto #0
 __all__ = ['ASSIGNERS', 'atss_anchors', 'box_centers', 'anchor_points', 'atss_candidates', 'assign_atss', 'assign_anchors',
-           'Scale', 'ATSSHead', 'atss_losses', 'ATSS', 'atss', 'assign_atss_loop']
+           'Scale', 'ATSSHead', 'atss_losses', 'ATSS', 'atss']
 
 # %% ../../nbs/23_det_atss.ipynb #a2ce9407
 def atss_anchors(feature_sizes, strides, scale:float=8., offset:float=0.) -> torch.Tensor:
@@ -160,27 +159,3 @@ def atss(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_conv
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     head = ATSSHead(channels, len(vocab), len(fpn.strides), num_convs, prior_probability=prior_probability)
     return ATSS(body, fpn, head, vocab, **kwargs)
-
-# %% ../../nbs/23_det_atss.ipynb #825c7df5
-def assign_atss_loop(anchors, level_counts, gt_boxes, gt_mask, num_candidates:int=9, eps:float=0.01) -> torch.Tensor:
-    "`assign_atss` as plain loops over images, boxes and anchors: slow, the reference it is tested against."
-    counts = [int(n) for n in level_counts]
-    starts = [sum(counts[:level]) for level in range(len(counts))]
-    centres = [((x0 + x1) / 2, (y0 + y1) / 2) for x0, y0, x1, y1 in anchors.tolist()]
-    matched = torch.full((len(gt_mask), len(anchors)), -1, dtype=torch.int64)
-    for i in range(len(gt_mask)):
-        best = {}
-        for j, (box, real) in enumerate(zip(gt_boxes[i].tolist(), gt_mask[i].tolist())):
-            if not real: continue
-            centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-            candidates = []
-            for start, count in zip(starts, counts):
-                candidates += sorted(range(start, start + count), key=lambda a: math.dist(centres[a], centre))[:num_candidates]
-            ious = [float(box_iou(anchors[a][None], gt_boxes[i, j][None])) for a in candidates]
-            threshold = statistics.mean(ious) + (statistics.stdev(ious) if len(ious) > 1 else 0.)
-            for a, iou in zip(candidates, ious):
-                x, y = centres[a]
-                inside = min(x - box[0], y - box[1], box[2] - x, box[3] - y) > eps
-                if iou >= threshold and inside and (a not in best or iou > best[a][0]): best[a] = (iou, j)
-        for a, (iou, j) in best.items(): matched[i, a] = j
-    return matched

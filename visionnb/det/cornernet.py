@@ -14,7 +14,7 @@ from .core import Detector, at_most, batch_normalizer, batched_detections, clip_
 # %% auto #0
 __all__ = ['TRACED_STEPS', 'POOLS', 'running_max', 'corner_pool', 'gaussian_radius', 'gaussian_heatmaps', 'corner_focal_loss',
            'gather_at', 'pull_push_losses', 'heatmap_peaks', 'decode_corners', 'conv_bn', 'Residual', 'Hourglass',
-           'HourglassNet', 'CornerPoolBlock', 'CornerHead', 'CornerNet', 'cornernet', 'corner_pool_loop']
+           'HourglassNet', 'CornerPoolBlock', 'CornerHead', 'CornerNet', 'cornernet']
 
 # %% ../../nbs/26_det_cornernet.ipynb #cf75655c
 TRACED_STEPS = 16   # a traced graph's shift-and-max steps: right for sides up to 2**16 positions
@@ -247,14 +247,3 @@ def cornernet(vocab, backbone='hourglass', pretrained=None, channels:int=128, ho
         return CornerNet(body, None, vocab, channels, body.stride, **kwargs)
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs, extra_levels=0)
     return CornerNet(body, fpn, vocab, channels, fpn.strides[0], **kwargs)
-
-# %% ../../nbs/26_det_cornernet.ipynb #ea794fc9
-def corner_pool_loop(x:torch.Tensor, direction:str) -> torch.Tensor:
-    "`corner_pool` one position at a time, the max over the slice the direction names: slow, the reference it is tested against."
-    out = torch.empty_like(x)
-    h, w = x.shape[-2:]
-    for i in range(h):
-        for j in range(w):
-            part = dict(top=x[..., i:, j], bottom=x[..., :i + 1, j], left=x[..., i, j:], right=x[..., i, :j + 1])[direction]
-            out[..., i, j] = part.amax(-1)
-    return out

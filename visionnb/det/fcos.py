@@ -16,8 +16,7 @@ from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_
 
 # %% auto #0
 __all__ = ['fcos_points', 'ltrb_distances', 'scale_ranges', 'assign_fcos', 'fcos_encode', 'fcos_decode', 'centerness',
-           'fcos_losses', 'FCOSHead', 'FCOS', 'fcos', 'fcos_torchvision_keys', 'fcos_from_torchvision',
-           'assign_fcos_loop']
+           'fcos_losses', 'FCOSHead', 'FCOS', 'fcos', 'fcos_torchvision_keys', 'fcos_from_torchvision']
 
 # %% ../../nbs/22_det_fcos.ipynb #b3a50389
 def fcos_points(feature_sizes, strides, offset:float=0., device=None, dtype=torch.float32) -> torch.Tensor:
@@ -190,18 +189,3 @@ def fcos_from_torchvision(source, vocab=None, **kwargs) -> FCOS:
                                      mismatched=mismatched)
     model.load_state_dict(state_dict, strict=False)   # strict but for BatchNorm's num_batches_tracked counters
     return model
-
-# %% ../../nbs/22_det_fcos.ipynb #7cbd06d0
-def assign_fcos_loop(points, level_counts, level_bounds, gt_boxes, gt_mask, center_radius:float=1.5) -> torch.Tensor:
-    "`assign_fcos` as plain loops over images, points and boxes: slow, the reference it is tested against."
-    bounds = [tuple(b) for b, count in zip(level_bounds.tolist(), level_counts) for _ in range(count)]
-    matched = torch.full((gt_boxes.shape[0], len(points)), -1, dtype=torch.int64)
-    for i, (boxes, mask) in enumerate(zip(gt_boxes.tolist(), gt_mask.tolist())):
-        for p, ((x, y, stride), (low, high)) in enumerate(zip(points.tolist(), bounds)):
-            best = math.inf
-            for m, ((x0, y0, x1, y1), real) in enumerate(zip(boxes, mask)):
-                l, t, r, b = x - x0, y - y0, x1 - x, y1 - y
-                near = max(abs(x - (x0 + x1) / 2), abs(y - (y0 + y1) / 2)) < center_radius * stride
-                area = (x1 - x0) * (y1 - y0)
-                if real and near and min(l, t, r, b) > 0 and low < max(l, t, r, b) < high and area < best: best, matched[i, p] = area, m
-    return matched

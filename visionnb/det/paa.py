@@ -17,7 +17,7 @@ from .gfl import paired_iou
 
 # %% auto #0
 __all__ = ['fit_gaussian_mixtures', 'split_candidates', 'anchor_costs', 'candidate_groups', 'assign_paa', 'score_voting',
-           'paa_losses', 'PAA', 'paa', 'assign_paa_loop']
+           'paa_losses', 'PAA', 'paa']
 
 # %% ../../nbs/25_det_paa.ipynb #6f17325b
 def _log_gaussian(x:torch.Tensor, means:torch.Tensor, variances:torch.Tensor) -> torch.Tensor:
@@ -185,32 +185,3 @@ def paa(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs
     "A PAA for `vocab` on `backbone` (local `pretrained` weights), P3-P7 `channels` wide; `kwargs`: `detector_pyramid`'s, then `PAA`'s."
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     return PAA(body, fpn, ATSSHead(channels, len(vocab), len(fpn.strides), num_convs, prior_probability=prior_probability), vocab, **kwargs)
-
-# %% ../../nbs/25_det_paa.ipynb #29ed79be
-def assign_paa_loop(costs, matched, level_counts, num_candidates:int=9) -> torch.Tensor:
-    "`assign_paa` as plain loops over images and objects, with scikit-learn's `GaussianMixture`: slow, the reference it is tested against."
-    import warnings, numpy as np                  # here, not at the top: only this reference needs scikit-learn
-    from sklearn.mixture import GaussianMixture
-    counts = [int(n) for n in level_counts]
-    starts = [sum(counts[:level]) for level in range(len(counts))]
-    assigned = torch.full_like(matched, -1)
-    for i in range(len(matched)):
-        row, cost = matched[i].tolist(), costs[i].tolist()
-        for j in sorted({o for o in row if o >= 0}):
-            chosen = []
-            for start, count in zip(starts, counts):
-                chosen += sorted([a for a in range(start, start + count) if row[a] == j], key=lambda a: cost[a])[:num_candidates]
-            chosen = sorted(chosen, key=lambda a: cost[a])
-            if len(chosen) == 1: assigned[i, chosen[0]] = j
-            if len(chosen) < 2: continue
-            x = np.array([[cost[a]] for a in chosen])
-            gmm = GaussianMixture(2, weights_init=np.array([0.5, 0.5]), means_init=np.array([[x.min()], [x.max()]]), precisions_init=np.ones((2, 1, 1)))
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                component, density = gmm.fit(x).predict(x), gmm.score_samples(x)
-            low = [r for r in range(len(chosen)) if component[r] == 0]
-            if not low: continue
-            likeliest = max(low, key=lambda r: density[r])   # max keeps the first of equal densities
-            for r in low:
-                if r <= likeliest: assigned[i, chosen[r]] = j
-    return assigned

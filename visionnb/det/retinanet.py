@@ -13,8 +13,7 @@ from .core import DenseDetector, conv_tower, predictor, flatten_levels, detector
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'BACKGROUND', 'IGNORE', 'retinanet_anchor_sizes', 'anchor_shapes', 'grid_anchors', 'encode_boxes',
-           'decode_boxes', 'assign_max_iou', 'assign_max_iou_loop', 'RetinaNetHead', 'RetinaNet', 'retinanet',
-           'retinanet_from_torchvision']
+           'decode_boxes', 'assign_max_iou', 'RetinaNetHead', 'RetinaNet', 'retinanet', 'retinanet_from_torchvision']
 
 # %% ../../nbs/21_det_retinanet.ipynb #c5771faf
 def retinanet_anchor_sizes(smallest:int=32, levels:int=5, scales:int=3) -> list[tuple]:
@@ -73,21 +72,6 @@ def assign_max_iou(anchors:torch.Tensor, gt_boxes:torch.Tensor, gt_mask:torch.Te
         rescued = ((iou == highest) & (highest > 0)).any(1)
         assigned = torch.where(rescued, matched, assigned)
     return assigned
-
-def assign_max_iou_loop(anchors, gt_boxes, gt_mask, fg_iou=0.5, bg_iou=0.4, low_quality=True) -> torch.Tensor:
-    "`assign_max_iou`, one image, anchor and box at a time: the slow reference."
-    out = torch.full((len(gt_mask), len(anchors)), BACKGROUND, dtype=torch.int64)
-    for i in range(len(gt_mask)):
-        real = [j for j in range(gt_mask.shape[1]) if gt_mask[i, j]]
-        iou = {j: [float(box_iou(gt_boxes[i, j][None], anchor[None])) for anchor in anchors] for j in real}
-        highest = {j: max(row) for j, row in iou.items()}
-        for a in range(len(anchors)):
-            if not real: continue
-            best = max(iou[j][a] for j in real)
-            first = next(j for j in real if iou[j][a] == best)
-            out[i, a] = first if best >= fg_iou else IGNORE if best >= bg_iou else BACKGROUND
-            if low_quality and any(iou[j][a] == highest[j] > 0 for j in real): out[i, a] = first
-    return out
 
 # %% ../../nbs/21_det_retinanet.ipynb #350272c5
 class RetinaNetHead(nn.Module):

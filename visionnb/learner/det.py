@@ -5,62 +5,30 @@
 # %% ../../nbs/42_learner_det.ipynb #4e85f532
 from __future__ import annotations
 from pathlib import Path
-import numpy as np
 import torch
 from torch import nn
-from PIL import Image, ImageOps
 from matplotlib.figure import Figure
-from torchvision import tv_tensors
-from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import patch, store_attr, ifnone
 from fastcore.foundation import L
 from fastcore.meta import delegates
 from fastai.learner import Learner, Metric, AvgLoss, Recorder
 from fastai.callback.core import Callback
 import fastai.callback.progress, fastai.callback.schedule   # the progress table, fit_one_cycle and fine_tune
-from fastai.data.transforms import Normalize, get_image_files
-from fastai.vision.core import imagenet_stats
-from ..core import VisionnbError, ExportError, atomic_write
-from ..data.core import load_image, decoding, exif_orientation, _open, _to_rgb, _SWAPS_AXES
-from ..data.loaders import V2Transform, PadBatch, round_up
-from ..data.transforms import PAD_FILL, ResizeLongest, show_sample, to_original
-from ..det.core import Detector
+from ..core import VisionnbError
+from ..data.transforms import show_sample
 from ..metrics import coco_metrics
-from ..models.backbone import PretrainedWeightsError, compare_state_dicts, load_tensors, read_state_dict
 from .cls import precision_callbacks
-from .registry import DETECTORS, detector_factory
+from .registry import DETECTORS, create_detector
+from .inference import unwrap_model, drawing_order, predict_detections
+# the prediction API and the export moved to their own modules: still importable from here under their names
+from .inference import (input_pipeline, resized_size, detection_inputs, image_tensor, reduced_image, expand_images,
+                                        model_and_pipeline, display_copy)
+from .serialization import (EXPORT_FORMAT, EXPORT_VERSION, load_detector_weights, detector_config, export_detector,
+                                            load_detector)
 
 # %% auto #0
-__all__ = ['EXPORT_FORMAT', 'EXPORT_VERSION', 'create_detector', 'unwrap_model', 'DetectionLoss', 'ImageAvgLoss',
-           'loss_term_names', 'LossTermMetric', 'LossTermsCallback', 'TrainingError', 'NaNGuardCallback',
-           'det_splitter', 'DetLearner', 'det_learner', 'drawing_order', 'input_pipeline', 'resized_size',
-           'detection_inputs', 'image_tensor', 'reduced_image', 'expand_images', 'model_and_pipeline',
-           'predict_detections', 'display_copy', 'load_detector_weights', 'detector_config', 'export_detector',
-           'load_detector']
-
-# %% ../../nbs/42_learner_det.ipynb #224f0985
-def create_detector(arch,                # a registry name (`DETECTORS`), such as `'fcos'`, or a built detector
-                    vocab,               # the class names
-                    backbone='resnet50', # the `Backbone` arch
-                    pretrained=None,     # a local file of the backbone's weights
-                    backbone_kwargs:dict|None=None, # arguments of the `Backbone` itself, e.g. our ResNets' stage widths
-                    **kwargs) -> Detector:
-    "The detector `arch` for the classes `vocab`, the factory given `kwargs`; `model.config` records how it was built."
-    if isinstance(arch, nn.Module):
-        if list(getattr(arch, 'vocab', vocab)) != list(vocab):
-            raise ValueError(f"the model's classes {list(arch.vocab)} are not the data's {list(vocab)}: build the model with the data's vocab")
-        return arch
-    factory = detector_factory(arch)
-    config = dict(arch=arch, backbone=backbone, model_kwargs=dict(kwargs))   # no `pretrained`: the weights travel in the state dict
-    if backbone_kwargs: config['backbone_kwargs'] = kwargs['backbone_kwargs'] = dict(backbone_kwargs)
-    model = factory(list(vocab), backbone=backbone, pretrained=pretrained, **kwargs)
-    model.config = config
-    return model
-
-def unwrap_model(learn_or_model) -> nn.Module:
-    "The model of a learner or a model, unwrapped from a DDP or DataParallel wrapper."
-    model = learn_or_model.model if isinstance(learn_or_model, Learner) else learn_or_model
-    return getattr(model, 'module', model)
+__all__ = ['DetectionLoss', 'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback', 'TrainingError',
+           'NaNGuardCallback', 'det_splitter', 'DetLearner', 'det_learner']
 
 # %% ../../nbs/42_learner_det.ipynb #3a3543e6
 class DetectionLoss:
@@ -236,12 +204,6 @@ def det_learner(dls, arch='fcos', backbone='resnet50', pretrained=None, model_kw
     return learn
 
 # %% ../../nbs/42_learner_det.ipynb #77183289
-def drawing_order(prediction:dict, score_thresh:float=0.) -> dict:
-    "The detections of `prediction` scoring at least `score_thresh`, lowest score first: drawn in that order, the best box's label ends on top of the labels of weaker boxes at the same place."
-    keep = (prediction['scores'] >= score_thresh).nonzero()[:, 0]
-    order = keep[prediction['scores'][keep].argsort(stable=True)]
-    return {k: v[order].cpu() if isinstance(v, torch.Tensor) and len(v) == len(prediction['scores']) else v for k, v in prediction.items()}
-
 @patch
 def show_results(self:DetLearner, ds_idx:int=1, dl=None, max_n:int=4, score_thresh:float=0.3, shuffle:bool=False, figsize=None) -> Figure:
     "Ground truth (top row) above the predictions scoring at least `score_thresh` (bottom row) for `max_n` images of `dl` (default: `dls[ds_idx]`)."
@@ -262,232 +224,8 @@ def show_results(self:DetLearner, ds_idx:int=1, dl=None, max_n:int=4, score_thre
         for text, score in zip(axs[1, i].texts, shown['scores'].tolist()): text.set_text(f'{text.get_text()} {score:.2f}')
     return fig
 
-# %% ../../nbs/42_learner_det.ipynb #6ce9d493
-def input_pipeline(dls) -> dict:
-    "The validation input pipeline of `det_dls` DataLoaders as plain values: `size`, `pad_multiple`, normalization `mean` and `std` (0-1 scale)."
-    dl = dls.valid
-    sizes = [t.size for v in dl.after_item.fs if isinstance(v, V2Transform) and v.split_idx == 1
-             for t in getattr(v.tfm, 'transforms', [v.tfm]) if isinstance(t, ResizeLongest)]
-    pads = [t.multiple for t in dl.before_batch.fs if isinstance(t, PadBatch)]
-    if not (sizes and pads): raise ValueError('these DataLoaders were not made by det_dls (no ResizeLongest and PadBatch): pass `size=`')
-    norms = [t for t in dl.after_batch.fs if isinstance(t, Normalize)]
-    mean, std = (norms[0].mean, norms[0].std) if norms else (torch.zeros(3), torch.ones(3))
-    return dict(size=sizes[0], pad_multiple=pads[0], mean=torch.as_tensor(mean).flatten().tolist(), std=torch.as_tensor(std).flatten().tolist())
-
-def resized_size(orig_size, # `(H, W)` of the image
-               size:int,  # the longer side of the network input
-              ) -> tuple[int, int]:
-    "The `(h, w)` `det_dls` validation resizes an `orig_size` image to: `ResizeLongest(size)`'s rule, from the shape alone."
-    shape_only = tv_tensors.Image(torch.empty(1, 1, 1, dtype=torch.uint8).expand(3, *orig_size))   # a view: no pixels
-    return tuple(ResizeLongest(size).make_params([shape_only])['size'])
-
-def _resize(image:torch.Tensor, target) -> torch.Tensor:
-    "`uint8 [3, h, w]` resized to `target` as `ResizeLongest` resizes images (antialiased bilinear)."
-    return ResizeLongest(max(target)).transform(tv_tensors.Image(image), dict(size=list(target))).as_subclass(torch.Tensor)
-
-def detection_inputs(images, size:int, pad_multiple:int=32, mean=imagenet_stats[0], std=imagenet_stats[1], device=None) -> tuple:
-    "`(batch, sizes, orig_sizes)`: images (paths, PIL, arrays, tensors) resized, padded, normalized as `det_dls` validation."
-    loaded = [reduced_image(image, size) for image in images]   # files and PIL images: no full-size tensor
-    resized = [_resize(image, resized_size(orig, size)) for image, orig in loaded]
-    height = round_up(max(r.shape[-2] for r in resized), pad_multiple)
-    width = round_up(max(r.shape[-1] for r in resized), pad_multiple)
-    padded = [TF.pad(r, [0, 0, width - r.shape[-1], height - r.shape[-2]], fill=list(PAD_FILL)) for r in resized]
-    batch = torch.stack(padded).to(device).float().div_(255.)   # uint8 travels, as in det_dls
-    mean, std = torch.tensor(mean, device=batch.device).view(1, -1, 1, 1), torch.tensor(std, device=batch.device).view(1, -1, 1, 1)
-    return (batch - mean) / std, [tuple(r.shape[-2:]) for r in resized], [orig for _, orig in loaded]
-
-# %% ../../nbs/42_learner_det.ipynb #0a163cd1
-def image_tensor(item) -> tuple:
-    "`(uint8 [3, H, W], file or None)` of a path, PIL image, `H x W (x C)` array or `(C x) H x W` tensor (floats taken as 0-1)."
-    if isinstance(item, (str, Path)): return TF.pil_to_tensor(load_image(item)), Path(item)
-    if isinstance(item, Image.Image): return TF.pil_to_tensor(item.convert('RGB')), None
-    if isinstance(item, np.ndarray):
-        array = item[..., None] if item.ndim == 2 else item
-        if array.ndim != 3: raise ValueError(f'an image array must be H x W or H x W x C, got shape {item.shape}')
-        item = torch.from_numpy(np.array(array)).permute(2, 0, 1)   # a copy: arrays of PIL images are read-only
-    if not isinstance(item, torch.Tensor): raise TypeError(f'cannot read an image from a {type(item).__name__}: pass a path, PIL image, array or tensor')
-    image = item.as_subclass(torch.Tensor).detach().cpu()
-    image = image[None] if image.ndim == 2 else image
-    if image.ndim != 3 or image.shape[0] not in (1, 3, 4): raise ValueError(f'an image tensor must be 3 x H x W (or 1 or 4 channels), got {tuple(item.shape)}')
-    image = image[:3].expand(3, -1, -1) if image.shape[0] != 3 else image
-    if image.is_floating_point(): image = (image.clamp(0, 1) * 255).round()
-    return image.to(torch.uint8).contiguous(), None
-
-# reduced to at least twice the input size: the last, antialiased resize still averages over 2 x 2 pixels or more (PIL's `reducing_gap` idea)
-_REDUCE_GAP = 2
-
-def _reduced(img:Image.Image, target_wh) -> Image.Image:
-    "`img` reduced by the largest integer factor (PIL's box `reduce`) that keeps it `_REDUCE_GAP` x `target_wh` or larger."
-    factor = min(img.width // (_REDUCE_GAP * target_wh[0]), img.height // (_REDUCE_GAP * target_wh[1]))
-    return img.reduce(factor) if factor >= 2 else img
-
-def _read_reduced(path, size:int) -> tuple[Image.Image, tuple]:
-    "`(image, (H, W))`: `path` as `load_image` reads it, reduced for the input `size` (a JPEG decoded smaller by `draft`)."
-    img = _open(path)
-    swapped = exif_orientation(img) in _SWAPS_AXES   # the file stores the picture on its side
-    orig = (img.width, img.height) if swapped else (img.height, img.width)
-    h, w = resized_size(orig, size)
-    stored = (h, w) if swapped else (w, h)   # the target in the file's own orientation, (width, height)
-    with decoding(path):
-        img.draft(None, (_REDUCE_GAP * stored[0], _REDUCE_GAP * stored[1]))   # JPEG only; other formats ignore it
-        img.load()
-        rgb = img if img.mode == 'RGB' else _to_rgb(img)   # `convert` would copy a full-size RGB image
-        return ImageOps.exif_transpose(_reduced(rgb, stored)), orig
-
-def reduced_image(item,     # a path, PIL image, array or tensor
-                  size:int, # the longer side of the network input
-                 ) -> tuple:
-    "`(uint8 [3, h, w], (H, W))`: `item` and its original size; files and PIL images are first reduced in PIL for `size`."
-    if isinstance(item, (str, Path)): img, orig = _read_reduced(item, size)
-    elif isinstance(item, Image.Image):
-        orig = (item.height, item.width)
-        h, w = resized_size(orig, size)
-        img = _reduced(item if item.mode == 'RGB' else item.convert('RGB'), (w, h))
-    else:
-        image, _ = image_tensor(item)
-        return image, tuple(image.shape[-2:])
-    return TF.pil_to_tensor(img), orig
-
-def expand_images(items) -> list:
-    "A flat list of images from one image, a folder, a batch tensor or array, or a list of those."
-    if isinstance(items, (str, Path)) and Path(items).is_dir(): return sorted(get_image_files(items))
-    if isinstance(items, (torch.Tensor, np.ndarray)) and items.ndim == 4: return list(items)
-    if isinstance(items, (list, tuple, L)): return [image for item in items for image in expand_images(item)]
-    return [items]
-
 # %% ../../nbs/42_learner_det.ipynb #fa6c9506
-def model_and_pipeline(learn_or_model, size:int|None=None) -> tuple:
-    "The (unwrapped) detector and its input pipeline settings (from a learner's DataLoaders or a model's `config`), `size` overriding."
-    model = unwrap_model(learn_or_model)
-    if isinstance(learn_or_model, Learner): pipeline = input_pipeline(learn_or_model.dls)
-    else:
-        config = getattr(model, 'config', None) or {}
-        pipeline = dict(size=config.get('size'), pad_multiple=config.get('pad_multiple', 32),
-                        mean=config.get('mean', list(imagenet_stats[0])), std=config.get('std', list(imagenet_stats[1])))
-    pipeline['size'] = ifnone(size, pipeline['size'])
-    if pipeline['size'] is None: raise ValueError('the model does not say its input size (it was not loaded with load_detector): pass `size=`')
-    return model, pipeline
-
-def _keep(prediction:dict, keep:torch.Tensor) -> dict:
-    return {k: v[keep] if isinstance(v, torch.Tensor) and len(v) == len(keep) else v for k, v in prediction.items()}
-
-def predict_detections(learn_or_model, items, size:int|None=None, bs:int=8, score_thresh:float|None=None) -> list[dict]:
-    "Per image: `boxes` in its original pixels, `scores`, `labels`, class `names`, `file` and `orig_size`; for paths, a folder, PIL images, arrays or tensors."
-    model, pipeline = model_and_pipeline(learn_or_model, size)
-    device, vocab, images = next(model.parameters()).device, list(model.vocab), expand_images(items)
-    results = []
-    for start in range(0, len(images), bs):
-        chunk = images[start:start + bs]
-        batch, sizes, orig_sizes = detection_inputs(chunk, **pipeline, device=device)
-        for prediction, size_, orig_size, item in zip(model.predict(batch, sizes), sizes, orig_sizes, chunk):
-            prediction = to_original({k: v.cpu() for k, v in prediction.items()}, size_, orig_size)
-            if score_thresh is not None: prediction = _keep(prediction, prediction['scores'] >= score_thresh)
-            file = Path(item) if isinstance(item, (str, Path)) else None
-            results.append(dict(prediction, names=[vocab[l] for l in prediction['labels'].tolist()], file=file, orig_size=orig_size))
-    return results
-
 @patch
 def predict(self:DetLearner, item, score_thresh:float|None=None) -> dict:
     "The detections of one image (path, PIL image, array or tensor) in its original pixels, with class names: see `predict_detections`."
     return predict_detections(self, [item], score_thresh=score_thresh)[0]
-
-def display_copy(item,            # the image predicted on: a path, PIL image, array or tensor
-                 prediction:dict, # its detections in original pixels, as `predict_detections` returns them
-                 size:int=1024,   # the most pixels of the copy's longer side
-                ) -> tuple:
-    "`(uint8 [3, h, w], prediction)`: `item` at most `size` px on its longer side, `prediction` scaled to it, for drawing."
-    image, orig = reduced_image(item, size)
-    shown = resized_size(orig, min(size, max(orig)))   # never enlarged
-    return _resize(image, shown), to_original(prediction, orig, shown)   # to_original maps any frame to any other: here the original to the copy
-
-# %% ../../nbs/42_learner_det.ipynb #8b4b98e3
-def _listed(items, n:int=4) -> str: return ', '.join(map(str, items[:n])) + (f', ... ({len(items) - n} more)' if len(items) > n else '')
-
-def _load_state(model:nn.Module, state:dict, file):
-    "Load `state` into `model`, or raise a `PretrainedWeightsError` naming what does not fit."
-    if any(k.startswith('backbone.fpn.') for k in state):
-        raise PretrainedWeightsError(file, 'holds a torchvision detector (keys backbone.fpn.*)', fix='Convert it with fcos_from_torchvision or retinanet_from_torchvision')
-    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state)
-    if missing or unexpected or mismatched:
-        parts = [f'{len(missing)} missing keys ({_listed(missing)})' if missing else '', f'{len(unexpected)} unexpected keys ({_listed(unexpected)})' if unexpected else '',
-                 f"{len(mismatched)} shape mismatches ({_listed([f'{k}: file {g} vs model {e}' for k, g, e in mismatched])})" if mismatched else '']
-        raise PretrainedWeightsError(file, f'the weights do not fit this {type(model).__name__} ({len(model.vocab)} classes): ' + '; '.join(p for p in parts if p),
-            fix='Build the detector with the arch, backbone, channels, model arguments and number of classes the weights were trained with '
-                '(load_detector reads them from an export_detector file)', missing=missing, unexpected=unexpected, mismatched=mismatched)
-    model.load_state_dict(state, strict=False)   # strict but for BatchNorm's num_batches_tracked counters
-
-def load_detector_weights(learn_or_model, path) -> nn.Module:
-    "Load the detector weights in the local file `path` into a learner's model or a model; all keys must fit. Returns the model."
-    model = unwrap_model(learn_or_model)
-    _load_state(model, read_state_dict(path), path)
-    return model
-
-# %% ../../nbs/42_learner_det.ipynb #944b74c4
-EXPORT_FORMAT, EXPORT_VERSION = 'visionnb.detector', 1
-_PLAIN = (str, int, float, bool, type(None))
-
-def _check_plain(value, file=None, where:str='config'):
-    "Raise an `ExportError` unless `value` is made of plain types only (what `torch.load(weights_only=True)` reads)."
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if type(k) is not str: raise ExportError(file, f'{where} has the key {k!r} of type {type(k).__name__}: keys must be strings')
-            _check_plain(v, file, f'{where}.{k}')
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value): _check_plain(v, file, f'{where}[{i}]')
-    elif type(value) not in _PLAIN:
-        raise ExportError(file, f'{where} is a {type(value).__name__} ({str(value)[:60]}); an export holds only strings, numbers, lists and dicts, so that '
-                          'load_detector reads it without unpickling code', fix='Build the detector from names and plain arguments (e.g. backbone="resnet50", not a module)')
-
-def detector_config(learn_or_model, size:int|None=None, file=None) -> dict:
-    "The plain config that rebuilds a detector and its inputs: arch, backbone, model kwargs (with the current postprocess settings), vocab, input pipeline; errors name `file`."
-    model, pipeline = model_and_pipeline(learn_or_model, size)
-    built = getattr(model, 'config', None)
-    if not built: raise ExportError(file, f'this {type(model).__name__} was not built by create_detector or det_learner, so nothing says how to rebuild it',
-                                    fix="Build it with det_learner(dls, arch='fcos', ...) or create_detector")
-    settings = {k: getattr(model, k) for k in model.postprocess_settings}   # as predicted with, edits included
-    config = dict(format=EXPORT_FORMAT, version=EXPORT_VERSION, arch=built['arch'], backbone=built['backbone'],
-                  model_kwargs={**built['model_kwargs'], **settings}, vocab=list(model.vocab), **pipeline,
-                  **({'backbone_kwargs': built['backbone_kwargs']} if 'backbone_kwargs' in built else {}))
-    _check_plain(config, file)
-    return config
-
-def export_detector(learn_or_model, path, size:int|None=None) -> Path:
-    "Write the detector's weights and `detector_config` to `path` whole (`atomic_write`); `load_detector` reads it."
-    config, path = detector_config(learn_or_model, size, path), Path(path)
-    state = {k: v.detach().cpu() for k, v in unwrap_model(learn_or_model).state_dict().items()}
-    with atomic_write(path) as temporary: torch.save(dict(config=config, state_dict=state), temporary)
-    return path
-
-_CONFIG_KEYS = ('version', 'arch', 'backbone', 'model_kwargs', 'vocab')
-_REEXPORT = 'Re-export the detector with export_detector from the learner or model that trained it'
-
-def _checked_config(saved, path) -> dict:
-    "The config of the `export_detector` file `path`, or a `PretrainedWeightsError` saying what is missing or unknown."
-    config = saved.get('config') if isinstance(saved, dict) else None
-    if not isinstance(config, dict) or config.get('format') != EXPORT_FORMAT:
-        raise PretrainedWeightsError(path, 'is not a detector written by export_detector (it has no config)',
-                                     fix='Build the detector with create_detector and load these weights with load_detector_weights(model, path)')
-    missing = [k for k in _CONFIG_KEYS if k not in config] + ([] if isinstance(saved.get('state_dict'), dict) else ['state_dict'])
-    if missing: raise PretrainedWeightsError(path, f"its detector config lacks {', '.join(missing)} (it has {', '.join(sorted(config))})", fix=_REEXPORT)
-    version = config['version']
-    if not (type(version) is int and version >= 1):
-        raise PretrainedWeightsError(path, f"its export version {version!r} is not one visionnb writes (1 to {EXPORT_VERSION})", fix=_REEXPORT)
-    if version > EXPORT_VERSION:
-        raise PretrainedWeightsError(path, f"was written by a newer visionnb (export version {version}, this one reads {EXPORT_VERSION})", fix='Update visionnb')
-    if config['arch'] not in DETECTORS:
-        raise PretrainedWeightsError(path, f"its config names the detector arch {config['arch']!r}, which this visionnb does not know "
-                                     f"(it knows {', '.join(DETECTORS)})", fix='Load it with the visionnb that exported it, or re-export it with a known arch')
-    return config
-
-def load_detector(path) -> Detector:
-    "The detector exported to `path` by `export_detector`, in eval mode on the CPU, with its class names (`vocab`) and input settings (`config`)."
-    path = Path(path)
-    if not path.is_file(): raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the path export_detector wrote')
-    saved = load_tensors(path, PretrainedWeightsError, 'a detector', fix='Pass a file written by export_detector')
-    config = _checked_config(saved, path)
-    try: model = create_detector(config['arch'], config['vocab'], config['backbone'], backbone_kwargs=config.get('backbone_kwargs'), **config['model_kwargs'])
-    except (TypeError, ValueError) as e:
-        raise PretrainedWeightsError(path, f"its config does not build a {config['arch']} ({type(e).__name__}: {e})", fix=_REEXPORT) from e
-    _load_state(model, saved['state_dict'], path)
-    model.config = config
-    return model.eval()

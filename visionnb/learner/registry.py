@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 # %% auto #0
-__all__ = ['DETECTORS', 'PRECISIONS', 'detector_factory', 'detector_class']
+__all__ = ['DETECTORS', 'PRECISIONS', 'detector_factory', 'detector_class', 'create_detector']
 
 # %% ../../nbs/41a_learner_registry.ipynb #5cc5d41a
 DETECTORS = dict(   # name: (module, factory, model class)
@@ -38,3 +38,22 @@ def detector_class(arch:str, # a key of `DETECTORS`
     "The class of the detector `arch`: what callers ask before building one (its `recipe`, `predicts_masks`)."
     module, _, name = _entry(arch)
     return getattr(importlib.import_module(module), name)
+
+# %% ../../nbs/41a_learner_registry.ipynb #90316b01
+def create_detector(arch,                # a registry name (`DETECTORS`), such as `'fcos'`, or a built detector
+                    vocab,               # the class names
+                    backbone='resnet50', # the `Backbone` arch
+                    pretrained=None,     # a local file of the backbone's weights
+                    backbone_kwargs:dict|None=None, # arguments of the `Backbone` itself, e.g. our ResNets' stage widths
+                    **kwargs):
+    "The detector `arch` for the classes `vocab`, the factory given `kwargs`; `model.config` records how it was built."
+    if not isinstance(arch, str):   # a model built by hand
+        if list(getattr(arch, 'vocab', vocab)) != list(vocab):
+            raise ValueError(f"the model's classes {list(arch.vocab)} are not the data's {list(vocab)}: build the model with the data's vocab")
+        return arch
+    factory = detector_factory(arch)
+    config = dict(arch=arch, backbone=backbone, model_kwargs=dict(kwargs))   # no `pretrained`: the weights travel in the state dict
+    if backbone_kwargs: config['backbone_kwargs'] = kwargs['backbone_kwargs'] = dict(backbone_kwargs)
+    model = factory(list(vocab), backbone=backbone, pretrained=pretrained, **kwargs)
+    model.config = config
+    return model

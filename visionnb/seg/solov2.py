@@ -20,7 +20,7 @@ __all__ = ['SOLO_GRIDS', 'SOLO_SCALE_RANGES', 'SOLO_SMALL_IMAGES', 'mask_centers
            'assign_solo', 'coordinates', 'with_coordinates', 'mask_logits', 'dice_loss', 'point_nms', 'conv_norm_relu',
            'MaskFeatureBranch', 'conv_tower_from', 'SOLOv2Head', 'MasksMissingError', 'padded_masks', 'SOLOv2',
            'solo_mask_targets', 'solo_losses', 'solo_candidates', 'solo_instances', 'upsampled_masks',
-           'instance_predictions', 'solov2', 'assign_solo_loop']
+           'instance_predictions', 'solov2']
 
 # %% ../../nbs/31_seg_solov2.ipynb #f89861f0
 def mask_centers(masks:torch.Tensor) -> torch.Tensor:
@@ -313,28 +313,3 @@ def solov2(vocab, backbone='resnet50', pretrained=None, channels:int=256, head_c
                                                'build it with out_indices=4 (the last four levels)')
     head = SOLOv2Head(channels, len(vocab), kernel_channels, num_grids, head_channels, num_convs, prior_probability)
     return SOLOv2(body, fpn, MaskFeatureBranch(channels, mask_channels, kernel_channels), head, vocab, **kwargs)
-
-# %% ../../nbs/31_seg_solov2.ipynb #6da9fe65
-def assign_solo_loop(gt_boxes:torch.Tensor, gt_centers:torch.Tensor, gt_mask:torch.Tensor, image_size, num_grids=SOLO_GRIDS,
-                     scale_ranges=SOLO_SCALE_RANGES, sigma:float=0.2) -> torch.Tensor:
-    "`assign_solo`, one object, level and cell at a time in plain Python: the slow reference of the tests."
-    height, width = image_size
-    result = []
-    for boxes, centers, valid in zip(gt_boxes.tolist(), gt_centers.tolist(), gt_mask.tolist()):
-        row_out = []
-        for grid, (low, high) in zip(num_grids, scale_ranges):
-            owner, owner_area = {}, {}
-            for m, ((x0, y0, x1, y1), (cx, cy), ok) in enumerate(zip(boxes, centers, valid)):
-                w, h = x1 - x0, y1 - y0
-                if not ok or not low <= math.sqrt(w * h) <= high: continue
-                col, row = min(max(math.floor(cx / width * grid), 0), grid - 1), min(max(math.floor(cy / height * grid), 0), grid - 1)
-                left = max(math.floor((cx - sigma * w / 2) / width * grid), 0, col - 1)
-                right = min(math.floor((cx + sigma * w / 2) / width * grid), grid - 1, col + 1)
-                top = max(math.floor((cy - sigma * h / 2) / height * grid), 0, row - 1)
-                bottom = min(math.floor((cy + sigma * h / 2) / height * grid), grid - 1, row + 1)
-                for r in range(top, bottom + 1):
-                    for c in range(left, right + 1):
-                        if (r, c) not in owner or w * h < owner_area[r, c]: owner[r, c], owner_area[r, c] = m, w * h
-            row_out += [owner.get((r, c), -1) for r in range(grid) for c in range(grid)]
-        result.append(row_out)
-    return torch.tensor(result, dtype=torch.int64).view(len(gt_boxes), -1)

@@ -18,7 +18,7 @@ from fastcore.basics import store_attr
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from ..data.transforms import class_colors, show_sample
-from ..learner.det import unwrap_model, image_tensor, detection_inputs, model_and_pipeline
+from ..learner.inference import unwrap_model, image_tensor, detection_inputs, model_and_pipeline
 from ..models.necks import receptive_field
 
 # %% auto #0

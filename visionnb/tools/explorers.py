@@ -20,7 +20,7 @@ from ..data.core import Record, Records
 from ..data.transforms import record_sample, show_sample, class_colors
 from ..data.loaders import round_up
 from ..metrics import coco_evaluate
-from ..learner.det import unwrap_model, predict_detections, drawing_order
+from ..learner.inference import unwrap_model, predict_detections, drawing_order
 from ..det.retinanet import retinanet_anchor_sizes, anchor_shapes, grid_anchors, assign_max_iou
 from ..det.fcos import fcos_points, scale_ranges, assign_fcos
 from ..det.atss import atss_anchors, assign_atss, box_centers
