@@ -241,9 +241,12 @@ class DenseDetector(Detector):
     def candidates(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> tuple:
         "`(boxes [B, K, 4], scores, labels, keep)`: per level the `topk` best of `scores [B, N, C]`, boxes `decode(prior indices [B, K], their regression outputs)` clipped, `keep` above `score_thresh`."
         priors, labels, values, keep = top_candidates(scores, outputs['level_counts'], self.topk, self.score_thresh)
+        return clip_to_sizes(self._decoded(priors, outputs, decode), image_sizes), values, labels, keep
+
+    def _decoded(self, priors:torch.Tensor, outputs:dict, decode) -> torch.Tensor:
+        "The boxes of the priors `[B, K]` (indices), decoded from their regression outputs."
         regression = outputs['bbox_regression']
-        regression = regression.gather(1, priors[..., None].expand(-1, -1, regression.shape[-1]))
-        return clip_to_sizes(decode(priors, regression), image_sizes), values, labels, keep
+        return decode(priors, regression.gather(1, priors[..., None].expand(-1, -1, regression.shape[-1])))
 
     def detections(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> list[dict]:
         "Per image: class-wise NMS of the `candidates` above `score_thresh`, the best `max_detections`."
@@ -262,8 +265,7 @@ class DenseDetector(Detector):
         "Per level the `topk` best scores, their boxes decoded; the threshold is the graph's NMS's."
         scores, decode = self.scoring(outputs)
         priors, labels, scores, _ = top_candidates(scores, outputs['level_counts'], self.topk)
-        regression = outputs['bbox_regression']
-        return decode(priors, regression.gather(1, priors[..., None].expand(-1, -1, regression.shape[-1]))), scores, labels
+        return self._decoded(priors, outputs, decode), scores, labels
 
     def location_predictions(self, outputs:dict) -> tuple[torch.Tensor, torch.Tensor]:
         "`(boxes [B, N, 4], scores [B, N, C])`: every prior's decoded box (input pixels) and class scores."
