@@ -23,8 +23,8 @@ import torch
 
 from visionnb.core import torch_threads
 from visionnb.learner.det import create_detector
-from visionnb.callbacks.export import (OnnxModel, TensorRTModel, TENSORRT_PRECISIONS, detection_agreement, export_onnx, export_tensorrt, onnx_parity,
-                                       tensorrt_status)
+from visionnb.deploy.onnx import OnnxModel, detection_agreement, export_onnx, onnx_parity
+from visionnb.deploy.tensorrt import TensorRTModel, TENSORRT_PRECISIONS, export_tensorrt, tensorrt_status
 
 
 def _gpu_ms(fn, runs:int, warmup:int) -> float:

@@ -6,8 +6,10 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import TensorImage, TensorCategory, set_seed
 from fastai.vision.core import imagenet_stats
 from visionnb.core import torch_threads
-from visionnb.callbacks.cam import (CAMCallback, CAM_METHODS, PlainConvNet, cam_inputs, compute_cams, explorer_state, pointing_game,
-                                    render_cam_view, shape_presence_data, shape_tiles, target_choices, tile_scenes)
+from visionnb.callbacks.cam import (CAMCallback, CAM_METHODS, cam_inputs, compute_cams, explorer_state, pointing_game,
+                                    render_cam_view, target_choices)
+from visionnb.data.tiles import shape_presence_data, shape_tiles, tile_scenes
+from visionnb.models.plain import PlainConvNet
 from visionnb.data.loaders import det_dls
 from visionnb.data.shapes import shapes_records
 from visionnb.learner.cls import cls_learner

@@ -11,8 +11,9 @@ from visionnb.data.shapes import shapes_records
 from visionnb.det.core import top_candidates
 from visionnb.learner.cls import create_cls_model
 from visionnb.learner.det import create_detector, export_detector, load_detector, predict_detections
-from visionnb.callbacks.export import (OnnxModel, TensorRTModel, DetectionGraph, build_engine, export_onnx, export_tensorrt, graph_clip, graph_nms, onnx_parity,
-                                       onnx_metadata, tensorrt_nms, tensorrt_parity, tensorrt_status, EfficientNMS)
+from visionnb.deploy.onnx import (OnnxModel, DetectionGraph, export_onnx, graph_clip, graph_nms, onnx_parity, onnx_metadata,
+                                  tensorrt_nms, EfficientNMS)
+from visionnb.deploy.tensorrt import TensorRTModel, build_engine, export_tensorrt, tensorrt_parity, tensorrt_status
 
 VOCAB = ['circle', 'square', 'triangle', 'star', 'cross', 'heart']
 STATUS = tensorrt_status()
@@ -233,3 +234,16 @@ def test_solov2_onnx_file_predicts_masks_at_the_original_size(tmp_path, files):
         assert torch.equal(f['labels'], e['labels'])
         inter, union = (f['masks'].bool() & e['masks'].bool()).flatten(1).sum(1), (f['masks'].bool() | e['masks'].bool()).flatten(1).sum(1)
         assert (inter / union.clamp(min=1)).min() >= 0.99
+
+
+def test_the_old_export_module_still_imports_and_says_where_names_went():
+    "`visionnb.callbacks.export` (before the move to `visionnb.deploy`) gives the same objects, with a DeprecationWarning."
+    import visionnb.callbacks.export as old
+    import visionnb.deploy.onnx, visionnb.deploy.tensorrt
+    with pytest.warns(DeprecationWarning, match='import export_onnx from visionnb.deploy.onnx'):
+        assert old.export_onnx is visionnb.deploy.onnx.export_onnx
+    with pytest.warns(DeprecationWarning, match='visionnb.deploy.tensorrt'):
+        from visionnb.callbacks.export import build_engine
+    assert build_engine is visionnb.deploy.tensorrt.build_engine
+    assert set(dir(old)) == set(visionnb.deploy.onnx.__all__) | set(visionnb.deploy.tensorrt.__all__)
+    with pytest.raises(AttributeError, match='no attribute'): old.not_a_name

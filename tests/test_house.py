@@ -55,7 +55,7 @@ def test_it_trains_and_its_export_loads(learn, tmp_path):
 
 def test_it_exports_to_onnx_and_agrees(learn, tmp_path):
     pytest.importorskip('onnxruntime')
-    from visionnb.callbacks.export import export_onnx, onnx_parity
+    from visionnb.deploy.onnx import export_onnx, onnx_parity
     model, images = learn.model.eval(), torch.randn(2, 3, 96, 96)
     raw = onnx_parity(model, export_onnx(model, tmp_path / 'raw.onnx', image_size=96, batch_size=2, postprocess=False), images, runs=1, threads=1)
     diffs = {k: v for k, v in raw.items() if k.endswith('_diff')}

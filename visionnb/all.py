@@ -16,9 +16,11 @@ from .data.shapes import *
 from .data.transforms import *
 from .data.loaders import *
 from .data.analysis import *
+from .data.tiles import *
 from .models.resnet import *
 from .models.backbone import *
 from .models.necks import *
+from .models.plain import *
 from .learner.cls import *
 from .det.core import *
 from .det.retinanet import *
@@ -34,7 +36,8 @@ from .learner.registry import *
 from .learner.inference import *
 from .learner.serialization import *
 from .learner.det import *
-from .callbacks.export import *
+from .deploy.onnx import *
+from .deploy.tensorrt import *
 from .callbacks.training import *
 from .callbacks.distributed import *
 from .callbacks.cam import *

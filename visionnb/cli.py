@@ -459,7 +459,7 @@ def cmd_predict(args) -> dict:
 # %% ../nbs/50_cli.ipynb #f630ab28
 def cmd_export(args) -> dict:
     "Export a detector written by `train` to ONNX (decoding and NMS in the graph unless --raw); with --check, compare ONNX Runtime with PyTorch on images."
-    from visionnb.callbacks.export import export_onnx, OnnxModel, detection_agreement
+    from visionnb.deploy.onnx import export_onnx, OnnxModel, detection_agreement
     from visionnb.learner.inference import predict_detections
     from visionnb.core import atomic_write
     say, t0 = _say(args), time.perf_counter()

@@ -25,14 +25,14 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from ..det.core import Detector
 from ..models.backbone import feature_stages
 from ..learner.inference import unwrap_model
-from scipy import ndimage
-from ..data.shapes import SHAPE_CLASSES, render_scene, random_background
+# the CAM test-bed's data and classifier moved to their own modules: still importable from here under their names
+from ..data.tiles import shape_presence_data, shape_tiles, tile_scenes
+from ..models.plain import PlainConvNet
 
 # %% auto #0
 __all__ = ['CAM_METHODS', 'cam_layers', 'target_layers', 'DetectionScores', 'DetectionTarget', 'cam_target', 'compute_cams',
            'cam_overlay', 'cam_peak', 'show_cam', 'cam_figure', 'CAMInputs', 'cam_inputs', 'render_cams', 'CAMCallback',
-           'target_choices', 'explorer_state', 'render_cam_view', 'cam_explorer', 'shape_presence_data',
-           'pointing_game', 'PlainConvNet', 'shape_tiles', 'tile_scenes']
+           'target_choices', 'explorer_state', 'render_cam_view', 'cam_explorer', 'pointing_game']
 
 # %% ../../nbs/46_callbacks_cam.ipynb #915cfbe4
 CAM_METHODS = {'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus, 'xgradcam': XGradCAM,
@@ -341,14 +341,6 @@ def cam_explorer(learn_or_model, items=8, **kwargs):
     return box
 
 # %% ../../nbs/46_callbacks_cam.ipynb #5fd592b8
-def shape_presence_data(shape:str='star', n:int=100, size:int=64, max_objects:int=2, seed:int=0) -> tuple:
-    "`(images uint8 [n, 3, size, size], labels int64 [n], boxes)`: shapes scenes rendered in memory, label 1 when one of the objects is a `shape`, `boxes` per image the `xyxy` boxes of those objects."
-    rng, target = np.random.default_rng(seed), SHAPE_CLASSES.index(shape)
-    scenes = [render_scene(rng, size, size, max_objects, size / 4) for _ in range(n)]
-    images = torch.stack([torch.from_numpy(s.image.copy()).permute(2, 0, 1) for s in scenes])
-    labels = torch.tensor([int(target in s.labels.tolist()) for s in scenes])
-    return images, labels, [s.boxes[s.labels == target] for s in scenes]
-
 def pointing_game(cams:np.ndarray, boxes=None, masks=None) -> np.ndarray:
     "Per CAM, whether its peak (`cam_peak`) lies inside one of the image's `xyxy` `boxes` or, stricter, one of its `masks` (`[H, W]` or `[N, H, W]`): the pointing game of Zhang et al., 2016."
     if (boxes is None) == (masks is None): raise ValueError('pointing_game needs the `boxes` or the `masks` of each image (one of the two)')
@@ -362,54 +354,3 @@ def pointing_game(cams:np.ndarray, boxes=None, masks=None) -> np.ndarray:
             m = np.asarray(regions).reshape(-1, *cam.shape)
             hits.append(bool(m[:, int(y), int(x)].any()))
     return np.array(hits, dtype=bool)
-
-# %% ../../nbs/46_callbacks_cam.ipynb #8617c37f
-class PlainConvNet(nn.Module):
-    "A plain convolutional classifier: stages of conv-BatchNorm-ReLU, max pooling before all but the first and the last (which dilates instead: stride 8), global average pooling, a linear layer."
-    def __init__(self, n_out:int, channels=(16, 32, 64, 128, 128)):
-        super().__init__()
-        stages, c_in, last = [], 3, len(channels) - 1
-        for k, c in enumerate(channels):
-            d = 2 if k == last else 1
-            pool = [nn.MaxPool2d(2)] if 0 < k < last else []
-            stages.append(nn.Sequential(*pool, nn.Conv2d(c_in, c, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)))
-            c_in = c
-        self.stages = nn.Sequential(*stages)
-        self.feature_info = [dict(num_chs=c, reduction=2**min(k, last - 1), module=f'stages.{k}') for k, c in enumerate(channels)]
-        self.fc = nn.Linear(c_in, n_out)
-
-    def forward(self, x): return self.fc(self.stages(x).mean((2, 3)))
-
-def _noisy(rng, canvas:np.ndarray) -> np.ndarray:
-    "`canvas` with the sensor noise `render_scene` adds, as uint8."
-    canvas = canvas + rng.standard_normal((*canvas.shape[:2], 1), dtype=np.float32) * rng.uniform(1, 6)
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-
-def shape_tiles(n:int, backgrounds:int=0, size:int=64, min_size:float=32, seed:int=0) -> tuple:
-    "`(images uint8 [n + backgrounds, 3, size, size], labels int64, masks bool [.., size, size])`: `n` tiles of one random shape (label its class, mask its visible pixels), then `backgrounds` tiles of none (label `len(SHAPE_CLASSES)`, empty mask)."
-    rng, scenes = np.random.default_rng(seed), []
-    while len(scenes) < n:
-        scene = render_scene(rng, size, size, 1, min_size)
-        if len(scene): scenes.append(scene)   # a shape that found no place leaves an empty tile: drawn again
-    pictures = [s.image for s in scenes] + [_noisy(rng, random_background(rng, size, size)) for _ in range(backgrounds)]
-    masks = [s.owner == 0 for s in scenes] + [np.zeros((size, size), bool)] * backgrounds
-    labels = [int(s.labels[0]) for s in scenes] + [len(SHAPE_CLASSES)] * backgrounds
-    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels), np.stack(masks)
-
-def tile_scenes(images:torch.Tensor, labels:torch.Tensor, masks:np.ndarray, n:int, objects=(1, 1), grid:int=3, seed:int=0) -> tuple:
-    "`(scenes uint8 [n, 3, H, W], targets int64 [n], regions bool [n, H, W])`: each scene pastes the objects (`masks`) of `objects[0]`..`objects[1]` `shape_tiles` of distinct classes at random cells of a `grid` x `grid` background; the first is the target, its region its mask with the holes filled (the inside of an outline counts)."
-    rng, tile = np.random.default_rng(seed), images.shape[-1]
-    by_class = {c: np.flatnonzero(labels.numpy() == c) for c in range(len(SHAPE_CLASSES)) if (labels == c).any()}
-    scenes, targets, target_regions = [], [], []
-    for _ in range(n):
-        k = int(rng.integers(objects[0], objects[1] + 1))
-        canvas = _noisy(rng, random_background(rng, grid * tile, grid * tile))
-        target_region = np.zeros(canvas.shape[:2], bool)
-        classes, cells = rng.choice(list(by_class), k, replace=False), rng.choice(grid * grid, k, replace=False)
-        for j, (c, cell) in enumerate(zip(classes, cells)):
-            i = rng.choice(by_class[int(c)])
-            y, x = tile * (cell // grid), tile * (cell % grid)
-            canvas[y:y + tile, x:x + tile][masks[i]] = images[i].permute(1, 2, 0).numpy()[masks[i]]
-            if j == 0: target_region[y:y + tile, x:x + tile] = ndimage.binary_fill_holes(masks[i])
-        scenes.append(canvas); targets.append(int(classes[0])); target_regions.append(target_region)
-    return torch.from_numpy(np.stack(scenes)).permute(0, 3, 1, 2).contiguous(), torch.tensor(targets), np.stack(target_regions)

@@ -28,7 +28,7 @@ def box_centers(boxes:torch.Tensor) -> torch.Tensor:
 
 def anchor_points(anchors:torch.Tensor, level_counts, strides) -> torch.Tensor:
     "Rows `(x, y, stride)`: the centre of each anchor `[N, 4]` and the stride of its level (`level_counts` anchors per level: ints or a tensor), FCOS's points."
-    # sizes from the split, not `int(n)`: in a traced graph (`45_export_onnx`) they follow the input size
+    # sizes from the split, not `int(n)`: in a traced graph (`45_deploy_onnx`) they follow the input size
     stride = torch.cat([torch.full_like(level[:, 0], float(s)) for level, s in zip(anchors.split(list(level_counts)), strides)])
     return torch.cat([box_centers(anchors), stride[:, None]], 1)
 
