@@ -36,8 +36,11 @@ class DatasetError(VisionnbError, ValueError):
         return _message(None, self.problem, fix=self.fix)
 
 class ExportError(VisionnbError, RuntimeError):
-    "A model could not be exported or the exported file cannot be run; the message names the file (`None`: not yet known) and what to do."
-    def __init__(self, file, problem:str, fix:str=''):
+    "A model could not be exported or the exported file cannot be run; the message names the file and what to do."
+    def __init__(self,
+                 file,          # the exported file concerned (`None`: not yet known)
+                 problem:str,   # what went wrong
+                 fix:str=''):   # what to do about it
         self.file,self.problem,self.fix = file,problem,fix
         super().__init__(_message(file, problem, fix=fix))
 
@@ -52,12 +55,13 @@ def reading(file,                    # the file being read, named by the error
             entry=None,              # where in it: 'line 3', 'annotation id=7', 'images[2]'
             problem:str='',          # what was being done, leading the exception's own words
             fix:str='',              # what to do about it
-            errors:list|None=None):  # lenient reading: append the error here instead of raising it
-    "Any exception in the block as a `DatasetError(file, problem, entry, fix)`: raised, or appended to `errors` (block left)."
+            errors:list|None=None):  # lenient reading: append the error here instead of raising it (the block is left)
+    "Any exception in the block as a `DatasetError(file, problem, entry, fix)`: raised, or appended to `errors`."
     try: yield
     except Exception as e:
         # a DatasetError from deeper down already names its own file (an image inside an annotation's entry)
-        err = e if isinstance(e, DatasetError) else DatasetError(file, f'{problem} ({_describe(e)})' if problem else _describe(e), entry=entry, fix=fix)
+        err = e if isinstance(e, DatasetError) else DatasetError(
+            file, f'{problem} ({_describe(e)})' if problem else _describe(e), entry=entry, fix=fix)
         if errors is None: raise err from None
         errors.append(err)
 
@@ -128,21 +132,30 @@ def box_ciou(boxes1, boxes2) -> torch.Tensor:
     return tvops.complete_box_iou(_as_boxes(boxes1), _as_boxes(boxes2))
 
 # %% ../nbs/00_core.ipynb #d0d701b3
-def check_target(target:dict, size=None, num_classes:int|None=None, prediction:bool=False) -> dict:
+def check_target(target:dict,                # `boxes`, `labels` and optionally `masks` (and `scores`)
+                 size=None,                  # the image's (h, w) that `masks` must match (None: any)
+                 num_classes:int|None=None,  # the labels must lie in 0..num_classes-1 (None: unchecked)
+                 prediction:bool=False,      # also require `scores`, a float tensor [N]
+                ) -> dict:                   # `target` itself
     "Raise `ValueError` unless `target` follows the target contract; return it."
     boxes, labels = target.get('boxes'), target.get('labels')
-    if not (isinstance(boxes, torch.Tensor) and boxes.dtype == torch.float32 and boxes.ndim == 2 and boxes.shape[1] == 4):
-        raise ValueError(f"`boxes` must be a float32 tensor [N, 4] in xyxy pixels, got {getattr(boxes, 'dtype', type(boxes))} {tuple(getattr(boxes, 'shape', ()))}")
+    if not (isinstance(boxes, torch.Tensor) and boxes.dtype == torch.float32
+            and boxes.ndim == 2 and boxes.shape[1] == 4):
+        raise ValueError(f"`boxes` must be a float32 tensor [N, 4] in xyxy pixels, "
+                         f"got {getattr(boxes, 'dtype', type(boxes))} {tuple(getattr(boxes, 'shape', ()))}")
     n = len(boxes)
     if not (isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.shape == (n,)):
-        raise ValueError(f"`labels` must be an int64 tensor [{n}], got {getattr(labels, 'dtype', type(labels))} {tuple(getattr(labels, 'shape', ()))}")
+        raise ValueError(f"`labels` must be an int64 tensor [{n}], "
+                         f"got {getattr(labels, 'dtype', type(labels))} {tuple(getattr(labels, 'shape', ()))}")
     if num_classes is not None and n and not (0 <= labels.min() and labels.max() < num_classes):
         raise ValueError(f"`labels` must lie in 0..{num_classes-1}, got {labels.min().item()}..{labels.max().item()}")
     masks = target.get('masks')
     if masks is not None:
         want = (n, *size) if size is not None else (n, *masks.shape[1:])
-        if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.uint8 and tuple(masks.shape) == tuple(want)):
-            raise ValueError(f"`masks` must be a uint8 tensor {tuple(want)}, got {getattr(masks, 'dtype', type(masks))} {tuple(getattr(masks, 'shape', ()))}")
+        if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.uint8
+                and tuple(masks.shape) == tuple(want)):
+            raise ValueError(f"`masks` must be a uint8 tensor {tuple(want)}, "
+                             f"got {getattr(masks, 'dtype', type(masks))} {tuple(getattr(masks, 'shape', ()))}")
     if prediction and not (isinstance(target.get('scores'), torch.Tensor) and target['scores'].shape == (n,)):
         raise ValueError(f"a prediction needs `scores`, a float tensor [{n}]")
     return target
@@ -157,8 +170,9 @@ def torch_threads(n:int=1):
     finally: torch.set_num_threads(before)
 
 # %% ../nbs/00_core.ipynb #4774bc72
-def gather_objects(obj) -> list:
-    "`[obj of rank 0, obj of rank 1, ...]` from every process of the default process group (`torch.distributed.all_gather_object`); `[obj]` without one. Every process must call it."
+def gather_objects(obj,  # a picklable object of this process
+                  ) -> list: # `[obj of rank 0, obj of rank 1, ...]`; `[obj]` without a process group
+    "`obj` from every process of the default process group (`torch.distributed.all_gather_object`); all must call it."
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return [obj]
     gathered = [None] * dist.get_world_size()
@@ -176,7 +190,7 @@ def _sync_folder(folder:Path):
 @contextmanager
 def atomic_write(path, # the file to write
                 ):
-    "Yield a temporary path beside `path` to write; when the block ends it is synced and renamed over `path`, on error removed."
+    "Yield a temporary file beside `path` to write; then synced and renamed over `path` (on error: removed)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f'.{path.stem}.', suffix=f'.tmp{path.suffix}', dir=path.parent)

@@ -44,18 +44,21 @@ def _image_ids(records:Records) -> list:
     seen = set()
     for rec in records:
         if not isinstance(rec.image_id, (int, np.integer)) or rec.image_id in seen:
-            problem = 'has no image id' if rec.image_id is None else f'image id {rec.image_id!r} is not an int or is used twice'
-            raise DatasetError(rec.source or rec.file, f'{problem}; COCO evaluation keys predictions by image id', entry=rec.file.name,
-                               fix='Give every record its own integer id, e.g. `for i, rec in enumerate(records): rec.image_id = i`')
+            problem = ('has no image id' if rec.image_id is None
+                       else f'image id {rec.image_id!r} is not an int or is used twice')
+            raise DatasetError(
+                rec.source or rec.file, f'{problem}; COCO evaluation keys predictions by image id', entry=rec.file.name,
+                fix='Give every record its own integer id, e.g. `for i, rec in enumerate(records): rec.image_id = i`')
         seen.add(rec.image_id)
     return [int(rec.image_id) for rec in records]
 
 def coco_ground_truth(records:Records) -> COCO:
-    "A pycocotools `COCO` of `records` written by `records_to_coco` (areas from masks, crowd flags), with the records' own image ids."
+    "A pycocotools `COCO` of `records` by `records_to_coco` (areas from masks, crowd flags), keeping their image ids."
     ids = _image_ids(records)
     with tempfile.TemporaryDirectory() as folder:
         data = json.loads(records_to_coco(records, Path(folder)/'ground_truth.json').read_text())
-    image_id = {i + 1: id_ for i, id_ in enumerate(ids)}   # CocoCreator numbers images 1..N in record order
+    # CocoCreator numbers images 1..N in record order
+    image_id = {i + 1: id_ for i, id_ in enumerate(ids)}
     for img in data['images']: img['id'] = image_id[img['id']]
     for ann in data['annotations']: ann['image_id'] = image_id[ann['image_id']]
     return coco_from_dict(data)
@@ -74,7 +77,8 @@ def _regions(prediction:dict, iou_type:str, image_size) -> list:
     masks = _numpy(prediction['masks'])
     masks = masks > 0.5 if masks.dtype.kind == 'f' else masks.astype(bool)
     if masks.shape[1:] != tuple(image_size):
-        raise ValueError(f'masks are {masks.shape[1:]} but the image is {tuple(image_size)}: map predictions to the original image with `to_original`')
+        raise ValueError(f'masks are {masks.shape[1:]} but the image is {tuple(image_size)}: '
+                         'map predictions to the original image with `to_original`')
     return [dict(segmentation=rle) for rle in encode_masks(masks)] if len(masks) else []
 
 def check_iou_type(ground_truth:COCO, iou_type:str):
@@ -82,19 +86,28 @@ def check_iou_type(ground_truth:COCO, iou_type:str):
     if iou_type not in IOU_TYPES: raise ValueError(f'iou_type must be one of {IOU_TYPES}, not {iou_type!r}')
     missing = [a.get('id') for a in ground_truth.dataset['annotations'] if not a.get('segmentation')]
     if iou_type == 'segm' and missing:
-        raise ValueError(f"iou_type='segm' but {len(missing)} ground-truth objects have no segmentation (annotation ids {missing[:5]}): evaluate with iou_type='bbox'")
+        raise ValueError(f"iou_type='segm' but {len(missing)} ground-truth objects have no segmentation "
+                         f"(annotation ids {missing[:5]}): evaluate with iou_type='bbox'")
 
-def image_results(prediction:dict, image_id:int, category_ids, iou_type:str='bbox', image_size=None) -> list:
-    "The COCO result entries of one image's prediction (original-image coordinates; labels index `category_ids`)."
+def image_results(prediction:dict,        # one image's prediction dict, in original-image coordinates
+                  image_id:int,           # the image's COCO id
+                  category_ids,           # the COCO category ids, which the prediction's labels index
+                  iou_type:str='bbox',    # 'bbox' or 'segm'
+                  image_size=None,        # the original image's (height, width): the masks' size for 'segm'
+                 ) -> list:               # the COCO result entries, one per detection
+    "The COCO result entries of one image's prediction."
     scores = _numpy(prediction['scores']).astype(np.float64).reshape(-1)
     labels = _numpy(prediction['labels']).astype(np.int64).reshape(-1)
     regions = _regions(prediction, iou_type, image_size)
     if not len(scores) == len(labels) == len(regions):
-        raise ValueError(f'image {image_id}: {len(regions)} {iou_type} regions, {len(scores)} scores and {len(labels)} labels')
+        raise ValueError(f'image {image_id}: {len(regions)} {iou_type} regions, '
+                         f'{len(scores)} scores and {len(labels)} labels')
     bad = sorted({int(l) for l in labels if not 0 <= l < len(category_ids)})
-    if bad: raise ValueError(f'image {image_id}: labels {bad} are not in 0..{len(category_ids) - 1}, the classes of the ground truth')
+    if bad: raise ValueError(f'image {image_id}: labels {bad} are not in 0..{len(category_ids) - 1}, '
+                             'the classes of the ground truth')
     category = np.asarray(category_ids, np.int64)[labels]
-    return [dict(image_id=image_id, category_id=int(c), score=s, **r) for c, s, r in zip(category, scores.tolist(), regions)]
+    return [dict(image_id=image_id, category_id=int(c), score=s, **r)
+            for c, s, r in zip(category, scores.tolist(), regions)]
 
 def coco_results(predictions:dict, ground_truth:COCO, iou_type:str='bbox') -> list:
     "The COCO result list of `predictions` (image id -> prediction dict in original-image coordinates)."
@@ -110,10 +123,11 @@ def coco_results(predictions:dict, ground_truth:COCO, iou_type:str='bbox') -> li
 # %% ../nbs/41_metrics_coco.ipynb #0f7684b0
 def _empty_results(ground_truth:COCO) -> COCO:
     "A result set without detections over the images of `ground_truth` (`loadRes` cannot load an empty list)."
-    return coco_from_dict(dict(images=list(ground_truth.dataset['images']), categories=list(ground_truth.dataset['categories']), annotations=[]))
+    return coco_from_dict(dict(images=list(ground_truth.dataset['images']),
+                               categories=list(ground_truth.dataset['categories']), annotations=[]))
 
 def run_cocoeval(results:list, ground_truth:COCO, iou_type:str='bbox') -> COCOeval:
-    "pycocotools' `COCOeval` of the COCO `results` against `ground_truth`, evaluated, accumulated and summarized without printing."
+    "pycocotools' `COCOeval` of COCO `results` against `ground_truth`: evaluated, accumulated, summarized, silently."
     check_iou_type(ground_truth, iou_type)
     with _quiet():
         # loadRes adds fields to the results it is given: copies keep the caller's list as it was
@@ -127,24 +141,32 @@ def _as_coco(ground_truth) -> COCO:
     if isinstance(ground_truth, Records): return coco_ground_truth(ground_truth)
     raise TypeError(f'ground_truth must be a pycocotools COCO or Records, not {type(ground_truth).__name__}')
 
-def coco_evaluate(predictions:dict, ground_truth, iou_type:str='bbox') -> dict:
-    "COCO AP, AP50, AP75, APs, APm, APl of `predictions` (image id -> prediction dict, original-image coordinates) against a `COCO` or `Records`."
+def coco_evaluate(predictions:dict,       # image id -> prediction dict, in original-image coordinates
+                  ground_truth,           # a pycocotools `COCO` or `Records`
+                  iou_type:str='bbox',    # 'bbox' or 'segm'
+                 ) -> dict:               # AP, AP50, AP75, APs, APm, APl
+    "COCO AP, AP50, AP75, APs, APm, APl of `predictions` against `ground_truth`."
     ground_truth = _as_coco(ground_truth)
     evaluation = run_cocoeval(coco_results(predictions, ground_truth, iou_type), ground_truth, iou_type)
     return dict(zip(COCO_KEYS, map(float, evaluation.stats[:6])))
 
 # %% ../nbs/41_metrics_coco.ipynb #1e34660a
-def plot_precision_recall(evaluation:COCOeval, area:str='all', ax=None):
-    "Interpolated precision against recall per IoU threshold of an evaluated `COCOeval`, averaged over classes with ground truth."
+def plot_precision_recall(evaluation:COCOeval,   # an evaluated `COCOeval` (e.g. of `run_cocoeval`)
+                          area:str='all',        # the area range of `evaluation.params.areaRngLbl`
+                          ax=None):              # the matplotlib axes to draw on (None: a new figure)
+    "Interpolated precision against recall per IoU threshold of a `COCOeval`, averaged over classes with ground truth."
     if ax is None: ax = Figure(figsize=(6.5, 3.8), layout='constrained').subplots()
     area_index = evaluation.params.areaRngLbl.index(area)
-    precision = evaluation.eval['precision'][:, :, :, area_index, -1]   # [threshold, recall point, class] at maxDets=100
+    # [threshold, recall point, class] at maxDets=100
+    precision = evaluation.eval['precision'][:, :, :, area_index, -1]
     recall = evaluation.params.recThrs
     colors = matplotlib.colormaps['viridis'](np.linspace(0, 0.9, len(precision)))
     for i, (threshold, curve) in enumerate(zip(evaluation.params.iouThrs, precision)):
         with_truth = curve[:, (curve > -1).any(0)]
-        if with_truth.size: ax.plot(recall, with_truth.mean(1), color=colors[i], label=f'IoU {threshold:.2f}: AP {with_truth.mean():.2f}')
-    ax.set(xlabel='recall', ylabel='interpolated precision', xlim=(0, 1), ylim=(0, 1.02), title=f'{evaluation.params.iouType}, area {area}')
+        if with_truth.size: ax.plot(recall, with_truth.mean(1), color=colors[i],
+                                    label=f'IoU {threshold:.2f}: AP {with_truth.mean():.2f}')
+    ax.set(xlabel='recall', ylabel='interpolated precision', xlim=(0, 1), ylim=(0, 1.02),
+           title=f'{evaluation.params.iouType}, area {area}')
     ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1, 0.5))
     return ax.figure
 
@@ -152,13 +174,16 @@ def plot_precision_recall(evaluation:COCOeval, area:str='all', ax=None):
 def _postprocess_of(model):
     "The `postprocess` of `model`, looking through a wrapper (DDP, DataParallel) to `model.module`."
     postprocess = getattr(model, 'postprocess', None) or getattr(getattr(model, 'module', None), 'postprocess', None)
-    if postprocess is None: raise AttributeError(f'{type(model).__name__} has no `postprocess(outputs, image_sizes)`; pass `postprocess=` to coco_metrics')
+    if postprocess is None: raise AttributeError(f'{type(model).__name__} has no `postprocess(outputs, image_sizes)`; '
+                                                 'pass `postprocess=` to coco_metrics')
     return postprocess
 
 class CocoEvaluator:
-    "Collects a validation epoch's predictions batch by batch and runs pycocotools once; shared by the metrics of `coco_metrics`."
-    def __init__(self, iou_type:str='bbox', postprocess=None, ground_truth=None):
-        # postprocess: `(raw outputs, image sizes) -> predictions`, default `learn.model.postprocess`
+    "Collects an epoch's validation predictions batch by batch, runs pycocotools once; shared by `coco_metrics`."
+    def __init__(self,
+                 iou_type:str='bbox',    # 'bbox' or 'segm'
+                 postprocess=None,       # `(raw outputs, image sizes) -> predictions` (None: `learn.model.postprocess`)
+                 ground_truth=None):     # a `COCO` or `Records` (None: built from the validation DataLoader's items)
         if iou_type not in IOU_TYPES: raise ValueError(f'iou_type must be one of {IOU_TYPES}, not {iou_type!r}')
         self.iou_type, self.postprocess = iou_type, postprocess
         self._fixed_truth = None if ground_truth is None else _as_coco(ground_truth)
@@ -171,25 +196,29 @@ class CocoEvaluator:
         self.results, self.images, self.batches, self._stats, self._last_pred = [], [], 0, None, None
 
     def ground_truth(self, dl) -> COCO:
-        "The `COCO` ground truth of validation DataLoader `dl`: the one given, else built once from `dl.items` (its `Record`s)."
+        "The `COCO` ground truth of validation DataLoader `dl`: the one given, else built once from its `Record` items."
         if self._fixed_truth is not None: return self._fixed_truth
         items = getattr(dl, 'items', None)
         if items is not self._truth_items:
             if not items or not all(isinstance(o, Record) for o in items):
-                raise TypeError('the validation DataLoader has no Record items (use det_dls), so pass the ground truth: coco_metrics(ground_truth=...)')
+                raise TypeError('the validation DataLoader has no Record items (use det_dls), '
+                                'so pass the ground truth: coco_metrics(ground_truth=...)')
             truth = coco_ground_truth(Records(items, dl.vocab))
             check_iou_type(truth, self.iou_type)
             self._truth, self._truth_items = truth, items
         return self._truth
 
 # %% ../nbs/41_metrics_coco.ipynb #192c916e
-def batch_predictions(learn, postprocess) -> list[dict]:
-    "The predictions of `learn`'s current batch by `postprocess`, in the original images' pixels; computed once per batch and `postprocess`, so that box and mask evaluators of one model share them."
+def batch_predictions(learn,            # a `Learner` in a validation batch
+                      postprocess,      # `(raw outputs, image sizes) -> predictions`
+                     ) -> list[dict]:   # the batch's predictions, in the original images' pixels
+    "The current batch's predictions, made once per batch and `postprocess`: box and mask evaluators share them."
     cached = getattr(learn, '_coco_predictions', None)
     if cached is not None and cached[0] is learn.pred and cached[1] == postprocess: return cached[2]
     targets = learn.yb[0]
     with torch.no_grad(): predictions = postprocess(learn.pred, [tuple(t['size']) for t in targets])
-    if len(predictions) != len(targets): raise ValueError(f'postprocess returned {len(predictions)} predictions for {len(targets)} images')
+    if len(predictions) != len(targets):
+        raise ValueError(f'postprocess returned {len(predictions)} predictions for {len(targets)} images')
     predictions = [to_original(p, t['size'], t['orig_size']) for p, t in zip(predictions, targets)]
     learn._coco_predictions = (learn.pred, postprocess, predictions)
     return predictions
@@ -206,13 +235,15 @@ def accumulate(self:CocoEvaluator, learn):
         image_id = int(target['image_id'])
         image = truth.imgs.get(image_id)
         if image is None: raise ValueError(f'image id {image_id} of a validation target is not in the ground truth')
-        self.results += image_results(prediction, image_id, category_ids, self.iou_type, (image['height'], image['width']))
+        self.results += image_results(prediction, image_id, category_ids, self.iou_type,
+                                      (image['height'], image['width']))
         self.images.append(image_id)
     self.batches, self._stats = self.batches + 1, None
 
 # %% ../nbs/41_metrics_coco.ipynb #b1b54104
-def merge_results(parts) -> tuple[list, int]:
-    "The COCO results of `parts`, `(image ids, results)` per process, each image's taken from the first part that has it; and the number of images."
+def merge_results(parts,                  # `(image ids, results)` per process
+                 ) -> tuple[list, int]:   # the merged COCO results and the number of images
+    "The COCO results of all `parts`, each image's taken from the first part that has it."
     seen, merged = set(), []
     for images, results in parts:
         fresh = set(images) - seen
@@ -222,7 +253,7 @@ def merge_results(parts) -> tuple[list, int]:
 
 @patch(as_prop=True)
 def stats(self:CocoEvaluator) -> dict|None:
-    "The six COCO numbers of the predictions collected since `reset` by this process and, under distributed training, all others; computed once (None before any validation batch)."
+    "The six COCO numbers, computed once, of all processes' predictions since `reset` (None before a validation batch)."
     if self._stats is None:
         results, images = merge_results(gather_objects((self.images, self.results)))
         local = None
@@ -233,7 +264,7 @@ def stats(self:CocoEvaluator) -> dict|None:
 
 # %% ../nbs/41_metrics_coco.ipynb #dd85df8d
 class CocoMetric(Metric):
-    "One number (`key`, e.g. `'AP50'`) of a shared `CocoEvaluator` as a fastai metric: one column of the progress table."
+    "One number (`key`, e.g. `'AP50'`) of a shared `CocoEvaluator` as a fastai metric: a column of the progress table."
     def __init__(self, evaluator:CocoEvaluator, key:str='AP'):
         if key not in COCO_KEYS: raise ValueError(f'key must be one of {COCO_KEYS}, not {key!r}')
         self.evaluator, self.key = evaluator, key
@@ -246,7 +277,11 @@ class CocoMetric(Metric):
     @property
     def name(self): return ('mask_' if self.evaluator.iou_type == 'segm' else '') + self.key
 
-def coco_metrics(keys=COCO_KEYS, iou_type:str='bbox', postprocess=None, ground_truth=None) -> list[CocoMetric]:
+def coco_metrics(keys=COCO_KEYS,          # the `COCO_KEYS` to report, one metric each (a str: just that one)
+                 iou_type:str='bbox',     # 'bbox' or 'segm'
+                 postprocess=None,        # `(outputs, image sizes) -> predictions` (None: `learn.model.postprocess`)
+                 ground_truth=None,       # a `COCO` or `Records` (None: built from the validation DataLoader's items)
+                ) -> list[CocoMetric]:
     "fastai metrics reporting COCO `keys` of one shared `CocoEvaluator`: one pycocotools run per validation epoch."
     evaluator = CocoEvaluator(iou_type, postprocess, ground_truth)
     return [CocoMetric(evaluator, key) for key in ([keys] if isinstance(keys, str) else keys)]

@@ -33,8 +33,8 @@ __all__ = ['shard_size', 'shard_indices', 'ShardedDL', 'is_distributed', 'die_wi
 def shard_size(n:int, # images in one epoch's order
                world_size:int, bs:int, # processes, and the batch size of each
                drop_last:bool=False # whether the loader drops a last partial batch
-              ) -> int:
-    "Images per training process from an order of `n`: an even share, at least one batch when partial batches are dropped."
+              ) -> int: # images per training process
+    "An even share of an order of `n` images, at least one batch when partial batches are dropped."
     share = -(-n // world_size)
     return max(share, bs) if drop_last and n else share
 
@@ -42,8 +42,8 @@ def shard_indices(indices:list, # one epoch's order of all images, the same on e
                   rank:int, world_size:int, bs:int, # this process, the processes, the batch size of each
                   train:bool=True, # training (padded, interleaved) or validation (whole batches) sharding
                   drop_last:bool=False # training: whether the loader drops a last partial batch
-                 ) -> list:
-    "The indices process `rank` takes from `indices`: training, interleaved from the padded order; validation, whole batches."
+                 ) -> list: # the indices process `rank` takes
+    "One process's share of `indices`: training, interleaved from the padded order; validation, whole batches."
     indices = list(indices)
     if train:
         total = world_size * shard_size(len(indices), world_size, bs, drop_last)
@@ -64,14 +64,16 @@ class ShardedDL(DistributedDL):
     @property
     def training(self) -> bool: return bool(self.dl.shuffle or self.dl.drop_last)
 
-    def _shard(self, indices): return shard_indices(indices, self.rank, self.world_size, self.bs, self.training, self.drop_last)
+    def _shard(self, indices):
+        return shard_indices(indices, self.rank, self.world_size, self.bs, self.training, self.drop_last)
     def get_idxs(self): return self._shard(self._broadcast(list(self.dl.get_idxs()), 0))
 
     def __len__(self):
         n = len(self._shard(range(self.dl.n)))
         return n // self.bs + (0 if self.drop_last or n % self.bs == 0 else 1)
 
-    def to_detach(self, b, cpu=True, gather=True): return to_detach(b, cpu, gather=False)   # each process keeps its own: metrics gather what they need
+    # each process keeps its own: metrics gather what they need
+    def to_detach(self, b, cpu=True, gather=True): return to_detach(b, cpu, gather=False)
 
 # %% ../../nbs/44_callbacks_distributed.ipynb #1575f1cc
 def is_distributed() -> bool:
@@ -85,17 +87,20 @@ def die_with_parent():
     if not sys.platform.startswith('linux'): return
     parent = os.getppid()
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    if os.getppid() != parent: os.kill(os.getpid(), signal.SIGKILL)   # the parent died before the request: no signal will come
+    # the parent died before the request: no signal will come
+    if os.getppid() != parent: os.kill(os.getpid(), signal.SIGKILL)
 
-def setup_distributed(backend:str|None=None) -> torch.device:
-    "Join the process group that `torchrun` describes in the environment (NCCL on CUDA, gloo on the CPU); this process's device."
+def setup_distributed(backend:str|None=None,  # the process group's backend (None: NCCL on CUDA, gloo on the CPU)
+                     ) -> torch.device:       # this process's device
+    "Join the process group that `torchrun` describes in the environment."
     if num_distrib() <= 1: return default_device()
     die_with_parent()
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         device = torch.device('cuda', torch.cuda.current_device())
     else: device = torch.device('cpu')
-    if not dist.is_initialized(): dist.init_process_group(backend or ('nccl' if device.type == 'cuda' else 'gloo'), init_method='env://')
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ('nccl' if device.type == 'cuda' else 'gloo'), init_method='env://')
     default_device(device)
     return device
 
@@ -104,8 +109,12 @@ def teardown_distributed():
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../../nbs/44_callbacks_distributed.ipynb #0b30444f
-def scaled_lr(base_lr:float, batch_size:int, base_batch_size:int=16, sqrt:bool=False) -> float:
-    "The learning rate for a global batch of `batch_size` of a recipe tuned at `base_lr` with `base_batch_size`: linear scaling (Goyal et al., 2017), or square-root with `sqrt`."
+def scaled_lr(base_lr:float,            # the learning rate the recipe was tuned at
+              batch_size:int,           # the global batch size to train with
+              base_batch_size:int=16,   # the batch size the recipe was tuned with
+              sqrt:bool=False,          # square-root scaling instead of linear
+             ) -> float:
+    "A recipe's learning rate for a global batch of `batch_size`: linear scaling (Goyal et al., 2017), or square-root."
     ratio = batch_size / base_batch_size
     return base_lr * (ratio ** 0.5 if sqrt else ratio)
 
@@ -119,11 +128,14 @@ def _summed(pairs) -> tuple[float, float]:
     totals, counts = zip(*pairs)
     return sum(totals), sum(counts)
 
-def reduce_averages(learn:Learner, phase:str):
-    "Make the running averages of `learn` for `phase` ('train' or 'valid') those of all processes, in one gather that every process makes."
-    averages = [a for a in [learn.recorder.loss, *learn.metrics] if hasattr(a, 'total') and hasattr(a, 'count')] if phase == 'valid' else []
+def reduce_averages(learn:Learner,   # the learner whose running averages become all processes'
+                    phase:str):      # 'train' (the loss terms) or 'valid' (also the loss and the metrics)
+    "Make the running averages of `learn` for `phase` those of all processes, in one gather that every process makes."
+    averages = ([a for a in [learn.recorder.loss, *learn.metrics] if hasattr(a, 'total') and hasattr(a, 'count')]
+                if phase == 'valid' else [])
     terms = [cb.sums.setdefault(phase, {}) for cb in learn.cbs.filter(lambda cb: isinstance(cb, LossTermsCallback))]
-    local = ([(float(a.total), float(a.count)) for a in averages], [{k: (float(t), float(c)) for k, (t, c) in s.items()} for s in terms])
+    local = ([(float(a.total), float(a.count)) for a in averages],
+             [{k: (float(t), float(c)) for k, (t, c) in s.items()} for s in terms])
     # one collective, made by every process whatever its number of batches (a process without any has no loss terms yet)
     parts = gather_objects(local)
     for i, average in enumerate(averages): average.total, average.count = _summed(p[0][i] for p in parts)
@@ -140,10 +152,14 @@ def sync_buffers(model:nn.Module, # the same model on every process
 
 # %% ../../nbs/44_callbacks_distributed.ipynb #c179606d
 class DistributedCallback(Callback):
-    "Data-parallel training under `torchrun`: a DDP model, `ShardedDL` loaders, averages of all processes, output on rank 0."
+    "Data-parallel `torchrun` training: a DDP model, `ShardedDL` loaders, all processes' averages, output on rank 0."
     order = 11   # after mixed precision (10), before the EMA and checkpoints, which look through the wrapper
-    def __init__(self, sync_bn:bool=True, find_unused_parameters:bool=False, **ddp_kwargs):
-        self.sync_bn, self.ddp_kwargs, self.ddp = sync_bn, dict(find_unused_parameters=find_unused_parameters, **ddp_kwargs), None
+    def __init__(self,
+                 sync_bn:bool=True,                   # convert a CUDA model's BatchNorm layers to `SyncBatchNorm`
+                 find_unused_parameters:bool=False,   # as in `DistributedDataParallel`
+                 **ddp_kwargs):                       # more arguments of `DistributedDataParallel`
+        self.sync_bn, self.ddp_kwargs, self.ddp = (
+            sync_bn, dict(find_unused_parameters=find_unused_parameters, **ddp_kwargs), None)
 
     def before_fit(self):
         self.run = is_distributed() and not hasattr(self.learn, 'lr_finder')
@@ -166,7 +182,8 @@ class DistributedCallback(Callback):
     def before_validate(self):
         if self.ddp is not None:
             self.learn.model = self.ddp.module
-            # each process's BatchNorm statistics moved with its own batches: validate the model rank 0 saves (its EMA too)
+            # each process's BatchNorm statistics moved with its own batches:
+            # validate the model rank 0 saves (its EMA too)
             for model in dict.fromkeys([self.ddp.module, evaluated_model(self.learn)]): sync_buffers(model)
         if is_distributed(): self.learn.dl = self._shard(self.learn.dl)   # `learn.validate()` outside fit too
 
@@ -177,7 +194,7 @@ class DistributedCallback(Callback):
         self.learn.model, self.dls.loaders, self.ddp = self.ddp.module, self.loaders, None
 
 def _offset_seeds(rank:int):
-    "Give the generators of the process of `rank` (not 0, which keeps its stream) their own stream: the current seed plus `rank`."
+    "Give process `rank`'s generators (rank 0 keeps its stream) their own stream: the current seed plus `rank`."
     seed = (torch.initial_seed() + rank) % 2**32
     torch.manual_seed(seed); random.seed(seed); np.random.seed(seed)
 

@@ -29,12 +29,14 @@ def _class_names(labels, vocab) -> np.ndarray:
     names = np.array([*vocab, '<unknown>'], dtype=object)
     return names[np.where((labels >= 0) & (labels < len(vocab)), labels, len(vocab))]
 
-def box_stats(records) -> pd.DataFrame:
-    "One row per object: image, class, corners, size, aspect ratio, relative position, and flags for crowd, difficult, degenerate and outside-the-image boxes."
+def box_stats(records,               # `Records`, or a list of `Record`s
+             ) -> pd.DataFrame:      # with flags for crowd, difficult, degenerate and outside-the-image boxes
+    "One row per object: image, class, corners, size, aspect ratio, relative size and position, and flags."
     items, vocab = list(records), getattr(records, 'vocab', [])
     per_image = np.array([len(r) for r in items], np.int64)
     image = np.repeat(np.arange(len(items)), per_image)
-    size = np.array([[np.nan if r.height is None else r.height, np.nan if r.width is None else r.width] for r in items], float).reshape(-1, 2)[image]
+    size = np.array([[np.nan if r.height is None else r.height, np.nan if r.width is None else r.width]
+                     for r in items], float).reshape(-1, 2)[image]
     boxes = _gather(items, 'boxes', np.float64, (4,))
     labels = _gather(items, 'labels', np.int64)
     x1, y1, x2, y2 = boxes.T
@@ -44,9 +46,11 @@ def box_stats(records) -> pd.DataFrame:
     with np.errstate(divide='ignore', invalid='ignore'):
         aspect = np.where(degenerate, np.nan, h / w)
         relative = np.sqrt(area / (size[:, 0] * size[:, 1]))
-    bucket = np.select([degenerate, area < COCO_SMALL**2, area <= COCO_LARGE**2], ['degenerate', 'small', 'medium'], 'large')
+    bucket = np.select([degenerate, area < COCO_SMALL**2, area <= COCO_LARGE**2], ['degenerate', 'small', 'medium'],
+                       'large')
     return pd.DataFrame(dict(
-        image=image, file=np.array([str(r.file) for r in items], dtype=object).reshape(-1)[image], image_height=size[:, 0], image_width=size[:, 1],
+        image=image, file=np.array([str(r.file) for r in items], dtype=object).reshape(-1)[image],
+        image_height=size[:, 0], image_width=size[:, 1],
         objects_in_image=per_image[image], label=labels, class_name=_class_names(labels, vocab),
         x1=x1, y1=y1, x2=x2, y2=y2, w=w, h=h, area=area, sqrt_area=np.sqrt(area), aspect_ratio=aspect,
         relative_size=relative, center_x=(x1 + x2) / 2 / size[:, 1], center_y=(y1 + y2) / 2 / size[:, 0],
@@ -59,10 +63,11 @@ def _quantiles(x) -> dict|None:
     x = np.asarray(x, float); x = x[np.isfinite(x)]
     if not len(x): return None
     qs = np.percentile(x, _QUANTILES)
-    return dict(min=round(float(x.min()), 3), **{f'p{q}': round(float(v), 3) for q, v in zip(_QUANTILES, qs)}, max=round(float(x.max()), 3))
+    return dict(min=round(float(x.min()), 3), **{f'p{q}': round(float(v), 3) for q, v in zip(_QUANTILES, qs)},
+                max=round(float(x.max()), 3))
 
-def dataset_summary(records) -> dict:
-    "Counts, objects per image, class balance, image sizes, box-size quantiles and COCO size buckets, as a JSON-ready dict."
+def dataset_summary(records) -> dict:   # JSON-ready
+    "Counts, objects per image, class balance, image sizes, box-size quantiles and COCO size buckets of `records`."
     return _summarize(records, box_stats(records))
 
 def _summarize(records, stats) -> dict:
@@ -74,13 +79,17 @@ def _summarize(records, stats) -> dict:
     return dict(
         images=len(per_image), objects=len(stats),
         objects_per_image=dict(mean=round(float(per_image.mean()), 3) if len(per_image) else 0.,
-                               median=float(np.median(per_image)) if len(per_image) else 0., max=int(per_image.max(initial=0))),
+                               median=float(np.median(per_image)) if len(per_image) else 0.,
+                               max=int(per_image.max(initial=0))),
         empty_images=int((per_image == 0).sum()),
-        class_counts={c: int(counts.get(c, 0)) for c in vocab} | ({'<unknown>': int(counts['<unknown>'])} if '<unknown>' in counts else {}),
+        class_counts={c: int(counts.get(c, 0)) for c in vocab}
+                     | ({'<unknown>': int(counts['<unknown>'])} if '<unknown>' in counts else {}),
         crowd=int(stats.iscrowd.sum()), difficult=int(stats.difficult.sum()),
         degenerate_boxes=int(stats.degenerate.sum()), boxes_outside_image=int(stats.outside_image.sum()),
-        image_sizes=dict(distinct=len(sizes), most_common=dict(sizes.most_common(5))),   # 'HxW': number of images
-        sqrt_area=_quantiles(ok.sqrt_area), aspect_ratio=_quantiles(ok.aspect_ratio), relative_size=_quantiles(ok.relative_size),
+        # most_common: 'HxW': number of images
+        image_sizes=dict(distinct=len(sizes), most_common=dict(sizes.most_common(5))),
+        sqrt_area=_quantiles(ok.sqrt_area), aspect_ratio=_quantiles(ok.aspect_ratio),
+        relative_size=_quantiles(ok.relative_size),
         size_buckets={b: int((stats.size_bucket == b).sum()) for b in ('small', 'medium', 'large')})
 
 # %% ../../nbs/01i_data_analysis.ipynb #8e5b32ea
@@ -125,7 +134,8 @@ def _plot_aspect(ax, ok, classes):
 def _plot_per_image(ax, per_image):
     ax.hist(per_image, bins=np.arange(per_image.max(initial=0) + 2) - .5, color='C0')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel='objects in the image', ylabel='images', title=f'objects per image ({(per_image == 0).sum()} empty images)')
+    ax.set(xlabel='objects in the image', ylabel='images',
+           title=f'objects per image ({(per_image == 0).sum()} empty images)')
 
 def _plot_classes(ax, counts):
     names, values = list(counts), list(counts.values())
@@ -148,12 +158,14 @@ def _plot_wh(ax, ok, classes):
         s = pick[pick.class_name == c]
         ax.scatter(s.w, s.h, s=4, alpha=.5, color=f'C{i % 10}')
     lo, hi = min(ok.w.min(), ok.h.min()), max(ok.w.max(), ok.h.max())
-    for ratio, ls in ((1, '-'), (2, '--'), (.5, '--')): ax.plot([lo, hi], [lo * ratio, hi * ratio], color='k', ls=ls, lw=.6)
-    ax.set(xscale='log', yscale='log', xlabel='w pixels', ylabel='h pixels', title='width vs height (lines: h/w = 1/2, 1, 2)')
+    for ratio, ls in ((1, '-'), (2, '--'), (.5, '--')):
+        ax.plot([lo, hi], [lo * ratio, hi * ratio], color='k', ls=ls, lw=.6)
+    ax.set(xscale='log', yscale='log', xlabel='w pixels', ylabel='h pixels',
+           title='width vs height (lines: h/w = 1/2, 1, 2)')
     _powers_of_two(ax.xaxis); _powers_of_two(ax.yaxis)
 
 def plot_dataset_stats(records, figsize=None) -> Figure:
-    "One figure of a dataset: box sizes, aspect ratios, objects per image, class balance, box centres and width vs height."
+    "One figure of a dataset: box sizes, aspect ratios, objects per image, class balance, box centres, width vs height."
     stats = box_stats(records)
     summary = _summarize(records, stats)
     ok = stats[~stats.degenerate]
@@ -174,7 +186,8 @@ def plot_dataset_stats(records, figsize=None) -> Figure:
 # %% ../../nbs/01i_data_analysis.ipynb #073cec1a
 def _as_wh(wh, name='wh') -> np.ndarray:
     wh = np.asarray(wh, np.float64)
-    if wh.ndim != 2 or wh.shape[1] != 2: raise ValueError(f"`{name}` must be an array [N, 2] of (width, height) pairs, got shape {wh.shape}")
+    if wh.ndim != 2 or wh.shape[1] != 2:
+        raise ValueError(f"`{name}` must be an array [N, 2] of (width, height) pairs, got shape {wh.shape}")
     return wh
 
 def anchor_iou(wh, anchors) -> np.ndarray:
@@ -195,9 +208,12 @@ def _check_fit_input(wh, k) -> np.ndarray:
     bad = ~(np.isfinite(wh).all(1) & (wh > 0).all(1))
     if bad.any(): raise ValueError(
         f"kmeans_anchors needs positive, finite widths and heights, but {bad.sum()} of {len(wh)} boxes are degenerate "
-        f"(the first at index {np.flatnonzero(bad)[0]}: {wh[bad][0].tolist()}). Leave them out, e.g. with `anchor_wh(records)`")
+        f"(the first at index {np.flatnonzero(bad)[0]}: {wh[bad][0].tolist()}). "
+        "Leave them out, e.g. with `anchor_wh(records)`")
     distinct = len(np.unique(wh, axis=0))
-    if distinct < k: raise ValueError(f"cannot fit k={k} anchors to {distinct} distinct box shapes ({len(wh)} boxes); use k <= {distinct}")
+    if distinct < k:
+        raise ValueError(f"cannot fit k={k} anchors to {distinct} distinct box shapes ({len(wh)} boxes); "
+                         f"use k <= {distinct}")
     return wh
 
 def _init_kmeanspp(wh, k, rng) -> np.ndarray:
@@ -210,15 +226,19 @@ def _init_kmeanspp(wh, k, rng) -> np.ndarray:
     return centroids
 
 def _update(wh, assign, best_iou, k) -> np.ndarray:
-    "The update step: each centroid moves to the median shape of its boxes; an empty one restarts at the worst-covered box."
+    "The update step: each centroid moves to its boxes' median shape; an empty one restarts at the worst-covered box."
     centroids = np.empty((k, 2))
     empty = [j for j in range(k) if not (assign == j).any()]
     for j in sorted(set(range(k)) - set(empty)): centroids[j] = np.median(wh[assign == j], axis=0)
     centroids[empty] = wh[np.argsort(best_iou)[:len(empty)]]
     return centroids
 
-def kmeans_anchors(wh, k:int=9, iters:int=300, seed:int=0) -> tuple[np.ndarray, float]:
-    "Anchors `[k, 2]` as (w, h) sorted by area, fitted to box shapes `wh` by k-means with distance 1 - IoU, and the mean IoU of each box with its best anchor."
+def kmeans_anchors(wh,               # box shapes `[N, 2]` as (w, h), e.g. `anchor_wh(records)`
+                   k:int=9,          # the number of anchors
+                   iters:int=300,    # the most k-means iterations
+                   seed:int=0,       # seeds the k-means++ initialisation
+                  ) -> tuple[np.ndarray, float]: # the anchors, and the mean IoU of each box with its best anchor
+    "Anchors `[k, 2]` as (w, h), sorted by area, fitted to box shapes `wh` by k-means with the distance 1 - IoU."
     wh = _check_fit_input(wh, k)
     centroids, assign = _init_kmeanspp(wh, k, np.random.default_rng(seed)), None
     for _ in range(iters):
@@ -239,8 +259,11 @@ def _colors(k) -> list:
     cmap = matplotlib.colormaps['tab10' if k <= 10 else 'tab20']
     return [cmap(i % cmap.N) for i in range(k)]
 
-def plot_anchors(anchors, wh=None, figsize=None) -> Figure:
-    "Anchors drawn as rectangles around a common centre and, with box shapes `wh`, over the boxes' width-height scatter coloured by best anchor."
+def plot_anchors(anchors,          # `[K, 2]` as (w, h)
+                 wh=None,          # box shapes `[N, 2]`: adds their width-height scatter, coloured by best anchor
+                 figsize=None,
+                ) -> Figure:
+    "Anchors drawn as rectangles around a common centre and, with box shapes `wh`, over the boxes' shapes."
     anchors = _as_wh(anchors, 'anchors')
     colors = _colors(len(anchors))
     fig = Figure(figsize=figsize or ((12, 5.5) if wh is not None else (6, 5.5)), layout='constrained')
@@ -248,7 +271,8 @@ def plot_anchors(anchors, wh=None, figsize=None) -> Figure:
     ax = axs[-1]
     for (w, h), c in zip(anchors, colors): ax.add_patch(Rectangle((-w / 2, -h / 2), w, h, fill=False, color=c, lw=1.5))
     m = anchors.max() / 2 * 1.05
-    ax.set(xlim=(-m, m), ylim=(m, -m), aspect='equal', xlabel='pixels', ylabel='pixels', title=f'{len(anchors)} anchors, centred')
+    ax.set(xlim=(-m, m), ylim=(m, -m), aspect='equal', xlabel='pixels', ylabel='pixels',
+           title=f'{len(anchors)} anchors, centred')
     if wh is None: return fig
     wh = _as_wh(wh)
     best, best_iou = _assign(wh, anchors)

@@ -13,7 +13,8 @@ import pandas as pd
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from ..core import DatasetError, reading
-from .core import Record, Records, load_image, image_size, exif_orientation, decode_segments, encode_masks, _SWAPS_AXES
+from .core import (Record, Records, load_image, image_size, exif_orientation, decode_segments,
+                                encode_masks, _SWAPS_AXES)
 
 # %% auto #0
 __all__ = ['POLICIES', 'ACTIONS', 'FINDING_KINDS', 'FindingKind', 'policy_action', 'policy_table', 'image_facts', 'exif_points',
@@ -37,27 +38,39 @@ FINDING_KINDS = {
     'missing-image':  _K('error', 'image file not found', 'skipped-image', 'skipped-image'),
     'empty-image':    _K('error', 'image file has 0 bytes', 'skipped-image', 'skipped-image'),
     'unreadable-image': _K('error', 'not an image PIL can open', 'skipped-image', 'skipped-image'),
-    'truncated-image': _K('error', 'the header reads but the pixels stop early or are corrupt', 'skipped-image', 'skipped-image'),
+    'truncated-image': _K('error', 'the header reads but the pixels stop early or are corrupt',
+                          'skipped-image', 'skipped-image'),
     'duplicate-file': _K('error', 'the same image file listed again', 'skipped-image', 'skipped-image'),
-    'duplicate-image-id': _K('error', 'an image id used again in the same annotation file', 'skipped-image', 'skipped-image'),
-    'missing-size':   _K('error', 'no image size in the annotations', 'fixed', 'skipped-image', 'size read from the image header'),
-    'size-mismatch':  _K('error', 'annotated size differs from the file (the boxes may belong to a resized copy)', 'skipped-image', 'skipped-image'),
-    'exif-frame':     _K('error', 'EXIF-rotated photo annotated on its stored, unrotated pixels', 'fixed', 'skipped-image',
-                         'boxes and masks rotated into the displayed frame (exact)'),
+    'duplicate-image-id': _K('error', 'an image id used again in the same annotation file',
+                             'skipped-image', 'skipped-image'),
+    'missing-size':   _K('error', 'no image size in the annotations',
+                         'fixed', 'skipped-image', 'size read from the image header'),
+    'size-mismatch':  _K('error', 'annotated size differs from the file (the boxes may belong to a resized copy)',
+                         'skipped-image', 'skipped-image'),
+    'exif-frame':     _K('error', 'EXIF-rotated photo annotated on its stored, unrotated pixels',
+                         'fixed', 'skipped-image', 'boxes and masks rotated into the displayed frame (exact)'),
     'read-error':     _K('error', 'an entry the reader could not load', 'skipped-entry', 'skipped-entry'),
-    'duplicate-annotation-id': _K('error', 'an annotation id used again in the same annotation file', 'skipped-object', 'skipped-object'),
-    'duplicate-object': _K('error', 'the same class and box written twice for one image', 'skipped-object', 'skipped-object'),
-    'unknown-class':  _K('error', 'a class the vocab does not know (named as the file writes it), or a label outside the vocab', 'skipped-object', 'skipped-object'),
+    'duplicate-annotation-id': _K('error', 'an annotation id used again in the same annotation file',
+                                  'skipped-object', 'skipped-object'),
+    'duplicate-object': _K('error', 'the same class and box written twice for one image',
+                           'skipped-object', 'skipped-object'),
+    'unknown-class':  _K('error', 'a class the vocab does not know (named as the file writes it), '
+                                  'or a label outside the vocab', 'skipped-object', 'skipped-object'),
     'inverted-box':   _K('error', 'x2 < x1 or y2 < y1', 'fixed', 'skipped-object', 'corners swapped'),
-    'degenerate-box': _K('error', 'width or height not above `min_size` (default 1 pixel), or a coordinate that is not finite', 'skipped-object', 'skipped-object'),
+    'degenerate-box': _K('error', 'width or height not above `min_size` (default 1 pixel), '
+                                  'or a coordinate that is not finite', 'skipped-object', 'skipped-object'),
     'box-outside-image': _K('error', 'the box does not overlap the image at all', 'skipped-object', 'skipped-object'),
-    'box-partly-outside': _K('error', 'the box crosses the image border', 'fixed', 'skipped-object', 'clipped to the image'),
-    'wrong-extension': _K('warning', 'file content does not match its extension (e.g. PNG bytes named .jpg)', 'kept', 'kept'),
-    'missing-label-file': _K('warning', 'an image without its label file (YOLO): read as an image without objects, often a lost label file', 'kept', 'kept'),
+    'box-partly-outside': _K('error', 'the box crosses the image border',
+                             'fixed', 'skipped-object', 'clipped to the image'),
+    'wrong-extension': _K('warning', 'file content does not match its extension (e.g. PNG bytes named .jpg)',
+                          'kept', 'kept'),
+    'missing-label-file': _K('warning', 'an image without its label file (YOLO): '
+                                        'read as an image without objects, often a lost label file', 'kept', 'kept'),
     'exif-rotated':   _K('info', 'EXIF orientation tag: load_image shows the image upright', 'kept', 'kept'),
     'grayscale-image': _K('info', 'one channel: load_image converts to RGB', 'kept', 'kept'),
     'alpha-image':    _K('info', 'transparency: load_image composites on black', 'kept', 'kept'),
-    'high-bit-depth-image': _K('info', '16- or 32-bit pixels: load_image scales to 8 bits over the full range', 'kept', 'kept'),
+    'high-bit-depth-image': _K('info', '16- or 32-bit pixels: load_image scales to 8 bits over the full range',
+                               'kept', 'kept'),
     'palette-image':  _K('info', 'palette (P mode): load_image converts to RGB', 'kept', 'kept'),
     'other-mode-image': _K('info', 'another PIL mode (CMYK, YCbCr, ...): load_image converts to RGB', 'kept', 'kept'),
     'no-objects':     _K('info', 'an image without objects (a negative example)', 'kept', 'kept'),
@@ -99,7 +112,8 @@ def image_facts(path, decode:bool=True) -> SimpleNamespace:
         displayed = image_size(path)
         with Image.open(path) as img:
             facts = SimpleNamespace(format=img.format, mode=img.mode, transparency='transparency' in img.info,
-                                    stored=(img.height, img.width), orientation=exif_orientation(img), displayed=displayed)
+                                    stored=(img.height, img.width), orientation=exif_orientation(img),
+                                    displayed=displayed)
         if decode: load_image(path)
         return facts
 
@@ -120,15 +134,18 @@ def _image_notes(path:Path, facts) -> list[tuple[str, str]]:
     expected = Image.registered_extensions().get(path.suffix.lower())
     actual = _SAME_FORMAT.get(facts.format, facts.format)
     if expected != actual:
-        notes.append(('wrong-extension', f'{facts.format} data in a {path.suffix or "extension-less"} file; PIL reads it by content, other tools may not'))
+        notes.append(('wrong-extension', f'{facts.format} data in a {path.suffix or "extension-less"} file; '
+                                         'PIL reads it by content, other tools may not'))
     if facts.orientation != 1:
         h, w = facts.displayed
-        notes.append(('exif-rotated', f'EXIF orientation {facts.orientation}: stored {facts.stored[1]}x{facts.stored[0]}, displayed {w}x{h}'))
+        notes.append(('exif-rotated', f'EXIF orientation {facts.orientation}: '
+                                      f'stored {facts.stored[1]}x{facts.stored[0]}, displayed {w}x{h}'))
     return notes
 
 # %% ../../nbs/01e_data_check.ipynb #0802e9fb
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 def exif_points(xy, orientation:int, size) -> np.ndarray:
     "Points `[..., 2]` of the stored image of `size=(h, w)` moved to where the EXIF `orientation` displays them."
@@ -146,13 +163,15 @@ def exif_boxes(boxes, orientation:int, size) -> np.ndarray:
 def _exif_segment(seg, orientation, size):
     "A COCO polygon list or RLE of the stored image, in the displayed frame (RLE comes back compressed)."
     if not seg or orientation == 1: return seg
-    if isinstance(seg, list): return [exif_points(np.reshape(p, (-1, 2)), orientation, size).reshape(-1).tolist() for p in seg]
+    if isinstance(seg, list):
+        return [exif_points(np.reshape(p, (-1, 2)), orientation, size).reshape(-1).tolist() for p in seg]
     mask = Image.fromarray(decode_segments([seg], *size)[0]).transpose(_TRANSPOSE[orientation])
     return encode_masks(np.asarray(mask)[None])[0]
 
 # %% ../../nbs/01e_data_check.ipynb #410382db
-_IMAGE_FILE_KINDS = {'missing-image', 'empty-image', 'unreadable-image', 'truncated-image', 'wrong-extension', 'exif-rotated',
-                     'grayscale-image', 'alpha-image', 'high-bit-depth-image', 'palette-image', 'other-mode-image'}
+_IMAGE_FILE_KINDS = {'missing-image', 'empty-image', 'unreadable-image', 'truncated-image', 'wrong-extension',
+                     'exif-rotated', 'grayscale-image', 'alpha-image', 'high-bit-depth-image', 'palette-image',
+                     'other-mode-image'}
 
 def _plain(v):
     "A JSON-ready scalar."
@@ -207,13 +226,15 @@ class DatasetReport:
     def summary_line(self) -> str:
         "One line: policy, images and objects in and out, and findings by severity."
         c, sev = self.counts, pd.Series([f.severity for f in self.findings], dtype=object).value_counts()
-        found = ', '.join(f'{sev[s]} {s}{"s" if sev[s] > 1 else ""}' for s in ('error', 'warning', 'info') if s in sev) or 'no findings'
+        found = (', '.join(f'{sev[s]} {s}{"s" if sev[s] > 1 else ""}' for s in ('error', 'warning', 'info') if s in sev)
+                 or 'no findings')
         return (f"policy={self.policy!r}: {c['images_in']} -> {c['images_out']} images, "
                 f"{c['objects_in']} -> {c['objects_out']} objects; {found}")
 
     def as_dict(self) -> dict:
         "JSON-ready: policy, ok, counts, summary by kind and action, and every finding."
-        summary = {k: {a: int(n) for a, n in row.items() if a != 'severity' and n} for k, row in self.summary().iterrows()}
+        summary = {k: {a: int(n) for a, n in row.items() if a != 'severity' and n}
+                   for k, row in self.summary().iterrows()}
         return dict(policy=self.policy, ok=self.ok, counts=self.counts, summary=summary,
                     findings=[f.as_dict() for f in self.findings])
 
@@ -223,7 +244,8 @@ class DatasetReport:
         return path
 
     def _rows(self, n):
-        return [(f.severity, f.kind, f"{Path(f.file).name}" + (f" [{f.entry}]" if f.entry is not None else ""), f.action, f.message)
+        return [(f.severity, f.kind, f"{Path(f.file).name}" + (f" [{f.entry}]" if f.entry is not None else ""),
+                 f.action, f.message)
                 for f in self.findings[:n]]
 
     def __repr__(self):
@@ -255,7 +277,9 @@ def _image_entry(rec:Record): return f"image id={rec.image_id}" if rec.image_id 
 
 def _fmt(box) -> str: return '[' + ', '.join(f'{v:g}' for v in np.asarray(box).tolist()) + ']'
 
-def _vocab_text(vocab) -> str: return str(list(vocab)) if len(vocab) <= 10 else str(list(vocab[:10]))[:-1] + f', ... ({len(vocab)} classes)]'
+def _vocab_text(vocab) -> str:
+    return (str(list(vocab)) if len(vocab) <= 10
+            else str(list(vocab[:10]))[:-1] + f', ... ({len(vocab)} classes)]')
 
 def _class_problem(rec:Record, i:int, vocab) -> str:
     "What is wrong with the class of object `i`, in the file's own terms when the reader kept them."
@@ -275,14 +299,17 @@ class _RecordCheck:
         rec, action = self.rec, policy_action(kind, self.policy)
         file = rec.file if kind in _IMAGE_FILE_KINDS or not rec.source else rec.source
         entry = (None if kind in _IMAGE_FILE_KINDS else _image_entry(rec)) if entry == 'image' else entry
-        self.findings.append(Finding(kind, FINDING_KINDS[kind].severity, str(file), entry, message, action, str(rec.file)))
+        self.findings.append(Finding(kind, FINDING_KINDS[kind].severity, str(file), entry, message, action,
+                                     str(rec.file)))
         return action
 
     def run(self) -> Record|None:
         rec = self.rec
         for entry, problem in rec.read_errors: self.note('read-error', problem, entry)
-        if not rec.annotated: self.note('missing-label-file', f'{rec.file.name} has no label file: it is read as an image without objects; '
-                                        'add the file if the image has objects', entry=None)
+        if not rec.annotated:
+            self.note('missing-label-file',
+                      f'{rec.file.name} has no label file: it is read as an image without objects; '
+                      'add the file if the image has objects', entry=None)
         if self.duplicate_image() and self.policy != 'raise': return None
         facts = self.image()
         if facts is False: return None
@@ -294,18 +321,22 @@ class _RecordCheck:
         out = out.subset(keep)
         if not len(out) and rec.annotated:
             self.note('no-objects', f'no objects left after dropping {len(rec)}' if len(rec) else
-                      f'no objects: {len(rec.read_errors)} entries could not be read' if rec.read_errors else 'no objects: a negative example')
+                      f'no objects: {len(rec.read_errors)} entries could not be read' if rec.read_errors else
+                      'no objects: a negative example')
         return out
 
     def duplicate_image(self) -> bool:
         "Note the record if its file or image id was seen before; True when so."
         rec, seen, dup = self.rec, self.seen, False
         path = os.path.normpath(os.path.abspath(rec.file))
-        if path in seen.files: dup = self.note('duplicate-file', f'{rec.file.name} is listed again (the first entry is kept)')
+        if path in seen.files:
+            dup = self.note('duplicate-file', f'{rec.file.name} is listed again (the first entry is kept)')
         seen.files.add(path)
         if rec.image_id is not None and not (dup and self.policy != 'raise'):
             key = (rec.source, _key(rec.image_id))
-            if key in seen.image_ids: dup = self.note('duplicate-image-id', f'image id {rec.image_id} is used again (the first image with it is kept)')
+            if key in seen.image_ids:
+                dup = self.note('duplicate-image-id',
+                                f'image id {rec.image_id} is used again (the first image with it is kept)')
             seen.image_ids.add(key)
         return bool(dup)
 
@@ -321,7 +352,7 @@ class _RecordCheck:
         return facts
 
     def size(self, out, facts):
-        "Check (and under `fix` repair) `out`'s size; the `(h, w)` to check boxes against, None if unknown, False to skip."
+        "Check (and under `fix` repair) `out`'s size; the `(h, w)` to check boxes in, None if unknown, False to skip."
         annotated = (out.height, out.width)
         if None in annotated:
             size = facts.displayed if facts else None
@@ -329,7 +360,8 @@ class _RecordCheck:
                 try: size = image_size(out.file)
                 except DatasetError as e:
                     self.note(_error_kind(e), e.problem); return False
-            action = self.note('missing-size', 'the annotations give no image size' + (f'; the file is {size[1]}x{size[0]}' if size else ''))
+            action = self.note('missing-size', 'the annotations give no image size'
+                               + (f'; the file is {size[1]}x{size[0]}' if size else ''))
             if action == 'skipped-image': return False
             if action == 'fixed': out.height, out.width = size
             return size
@@ -340,11 +372,13 @@ class _RecordCheck:
                                f'{facts.displayed[1]}x{facts.displayed[0]} (EXIF orientation {facts.orientation})')
             if action == 'fixed':
                 out.boxes = exif_boxes(out.boxes, facts.orientation, facts.stored)
-                if out.segments is not None: out.segments = [_exif_segment(s, facts.orientation, facts.stored) for s in out.segments]
+                if out.segments is not None:
+                    out.segments = [_exif_segment(s, facts.orientation, facts.stored) for s in out.segments]
                 out.height, out.width = facts.displayed
                 return facts.displayed
         else:
-            action = self.note('size-mismatch', f'annotated size {w}x{h}, image file {facts.displayed[1]}x{facts.displayed[0]}')
+            action = self.note('size-mismatch',
+                               f'annotated size {w}x{h}, image file {facts.displayed[1]}x{facts.displayed[0]}')
         return False if action == 'skipped-image' else annotated
 
     def object(self, out, i, bounds) -> bool:
@@ -353,7 +387,8 @@ class _RecordCheck:
         dropped = lambda kind, message: self.note(kind, message, entry) == 'skipped-object'
         key = (rec.source or str(rec.file), _key(out.ann_ids[i]))
         if key in self.seen.ann_ids:
-            if dropped('duplicate-annotation-id', f'annotation id {out.ann_ids[i]} is used again (the first is kept)'): return False
+            if dropped('duplicate-annotation-id', f'annotation id {out.ann_ids[i]} is used again (the first is kept)'):
+                return False
         self.seen.ann_ids.add(key)
         label = int(out.labels[i])
         if label < 0 or (self.vocab and label >= len(self.vocab)):
@@ -363,17 +398,21 @@ class _RecordCheck:
         if same in self.objects:
             if dropped('duplicate-object', f'the same class and box {_fmt(box)} as {self.objects[same]}'): return False
         self.objects.setdefault(same, entry)
-        if not np.isfinite(box).all(): return not dropped('degenerate-box', f'box {_fmt(box)} has a coordinate that is not finite')
+        if not np.isfinite(box).all():
+            return not dropped('degenerate-box', f'box {_fmt(box)} has a coordinate that is not finite')
         if box[2] < box[0] or box[3] < box[1]:
             action = self.note('inverted-box', f'box {_fmt(box)} has x2 < x1 or y2 < y1', entry)
             if action == 'skipped-object': return False
             if action == 'fixed': box[:] = np.concatenate([np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])])
         x1, x2 = sorted(box[0::2]); y1, y2 = sorted(box[1::2])
         if x1 == x2 or y1 == y2:
-            if dropped('degenerate-box', f'box {_fmt(box)} has zero {"width" if x1 == x2 else "height"}: it covers no pixel'): return False
+            if dropped('degenerate-box',
+                       f'box {_fmt(box)} has zero {"width" if x1 == x2 else "height"}: it covers no pixel'):
+                return False
         elif min(x2 - x1, y2 - y1) <= self.min_size:
-            if dropped('degenerate-box', f'box {_fmt(box)} is {x2 - x1:g}x{y2 - y1:g} pixels, not above min_size={self.min_size:g}: '
-                                         'a click rather than a drag'): return False
+            if dropped('degenerate-box', f'box {_fmt(box)} is {x2 - x1:g}x{y2 - y1:g} pixels, '
+                                         f'not above min_size={self.min_size:g}: a click rather than a drag'):
+                return False
         if bounds is None: return True
         h, w = bounds
         if x1 >= w or y1 >= h or x2 <= 0 or y2 <= 0:
@@ -394,15 +433,20 @@ def _dataset_error(records:Records, report:DatasetReport) -> DatasetError:
     sources = {str(r.source or r.file.parent) for r in records} | {str(f) for f, *_ in records.read_errors}
     try: where = os.path.commonpath(sorted(sources)) if sources else 'dataset'
     except ValueError: where = 'dataset'    # absolute and relative paths mixed
-    err = DatasetError(where or 'dataset', f"check_dataset found {len(errors)} error{'s' * (len(errors) > 1)}:\n" + '\n'.join(lines),
+    err = DatasetError(where or 'dataset',
+                       f"check_dataset found {len(errors)} error{'s' * (len(errors) > 1)}:\n" + '\n'.join(lines),
                        fix="Correct the data, or re-run with policy='fix' (repair what can be repaired, skip the rest) "
                            "or policy='skip' (drop every image and object with an error); the report counts each one")
     err.report = report
     return err
 
-def check_dataset(records:Records, policy:str='raise', check_images:bool=True, progress:bool=False,
-                  min_size:float=1.) -> tuple[Records, DatasetReport]:
-    "Check every image, box, class and id of `records`; return cleaned copies and a `DatasetReport` (see `FINDING_KINDS`)."
+def check_dataset(records:Records,         # the records to check; they stay untouched
+                  policy:str='raise',      # what to do with errors: 'raise', 'fix' or 'skip' (see `FINDING_KINDS`)
+                  check_images:bool=True,  # open and decode every image file (False: only to fill a size under `fix`)
+                  progress:bool=False,     # show a progress bar
+                  min_size:float=1.,       # a box's width and height must be above this, in pixels
+                 ) -> tuple[Records, DatasetReport]: # the cleaned copies, and what was found and done
+    "Check every image, box, class and id of `records`; return cleaned copies and a `DatasetReport`."
     if policy not in POLICIES: raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     findings, seen, kept = [], _Seen(), []
     for file, entry, problem in records.read_errors:
@@ -414,9 +458,10 @@ def check_dataset(records:Records, policy:str='raise', check_images:bool=True, p
         else: kept.append(out)
     clean = Records(kept, records.vocab)
     count = lambda action: sum(f.action == action for f in findings)
-    counts = dict(images_in=len(records), images_out=len(clean), objects_in=records.num_objects, objects_out=clean.num_objects,
-                  images_skipped=count('skipped-image'), objects_skipped=count('skipped-object'),
-                  objects_in_skipped_images=objects_in_skipped, entries_skipped=count('skipped-entry'), fixed=count('fixed'))
+    counts = dict(images_in=len(records), images_out=len(clean), objects_in=records.num_objects,
+                  objects_out=clean.num_objects, images_skipped=count('skipped-image'),
+                  objects_skipped=count('skipped-object'), objects_in_skipped_images=objects_in_skipped,
+                  entries_skipped=count('skipped-entry'), fixed=count('fixed'))
     report = DatasetReport(findings, policy, counts)
     if policy == 'raise' and not report.ok: raise _dataset_error(records, report)
     return clean, report

@@ -25,27 +25,34 @@ def _load_json(ann_file) -> dict:
     "The parsed COCO file, or a `DatasetError` saying why it cannot be read."
     ann_file = Path(ann_file)
     if not ann_file.exists(): raise DatasetError(ann_file, 'annotation file not found', fix='Check the path')
-    with reading(ann_file, problem='not valid JSON', fix='Re-export the annotations; the file may be truncated'): data = json.loads(ann_file.read_bytes())
-    if not isinstance(data, dict): raise DatasetError(ann_file, 'the top level is not a JSON object', fix='A COCO file is an object with images, annotations and categories')
+    with reading(ann_file, problem='not valid JSON', fix='Re-export the annotations; the file may be truncated'):
+        data = json.loads(ann_file.read_bytes())
+    if not isinstance(data, dict):
+        raise DatasetError(ann_file, 'the top level is not a JSON object',
+                           fix='A COCO file is an object with images, annotations and categories')
     for key in _LISTS:
         if not isinstance(data.get(key), list):
-            raise DatasetError(ann_file, f'`{key}` is missing or not a list', entry=key, fix=f'A COCO file needs the lists {", ".join(_LISTS)} (they may be empty)')
+            raise DatasetError(ann_file, f'`{key}` is missing or not a list', entry=key,
+                               fix=f'A COCO file needs the lists {", ".join(_LISTS)} (they may be empty)')
     return data
 
 def _coco_vocab(ann_file, categories) -> tuple[list, dict]:
     "Class names in category-id order, and the map category id -> label."
     try: cats = sorted(categories, key=lambda c: c['id'])
     except (KeyError, TypeError) as e:
-        raise DatasetError(ann_file, f'a category has no usable id ({e!r})', entry='categories', fix='Give every category an integer `id` and a `name`') from None
+        raise DatasetError(ann_file, f'a category has no usable id ({e!r})', entry='categories',
+                           fix='Give every category an integer `id` and a `name`') from None
     ids = [c['id'] for c in cats]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise DatasetError(ann_file, f'category ids {dup} are used twice, so labels are ambiguous', entry='categories', fix='Give each category its own id')
+        raise DatasetError(ann_file, f'category ids {dup} are used twice, so labels are ambiguous', entry='categories',
+                           fix='Give each category its own id')
     return [str(c.get('name', c['id'])) for c in cats], {c['id']: i for i, c in enumerate(cats)}
 
 # %% ../../nbs/01b_data_coco.ipynb #d73fb847
 _ANN_FIX = 'Give the annotation an integer `image_id` and `category_id` and a `bbox` of 4 numbers'
-_IMAGE_FIX = 'Give the image entry an integer `id`, its `file_name` as a string, and a positive `width` and `height` (or none)'
+_IMAGE_FIX = ('Give the image entry an integer `id`, its `file_name` as a string, '
+              'and a positive `width` and `height` (or none)')
 
 def _entry(ann) -> str: return f"annotation id={ann.get('id')}" if isinstance(ann, dict) else 'annotation'
 
@@ -62,14 +69,15 @@ def _bbox(ann:dict) -> list:
     return b
 
 def _object(ann:dict, vocab_index:dict) -> tuple:
-    "`(xywh box, label, category_id, segmentation, crowd, difficult, id)` of one annotation; ValueError when it is unusable."
+    "`(xywh box, label, category_id, segmentation, crowd, difficult, id)` of one annotation; ValueError if unusable."
     cid = _id(ann.get('category_id'), 'category_id')
     return (_bbox(ann), vocab_index.get(cid, -1), cid, ann.get('segmentation') or [],
             bool(ann.get('iscrowd', 0)), bool(ann.get('difficult', 0)), ann.get('id'))
 
 def _file_name(img:dict) -> str:
     name = img.get('file_name')
-    if not isinstance(name, str) or not name: raise ValueError(f'`file_name` is {name!r}: missing or not a string')
+    if not isinstance(name, str) or not name:
+        raise ValueError(f'`file_name` is {name!r}: missing or not a string')
     return name
 
 def _image_record(img, anns, img_dir, vocab_index, with_segments, source) -> Record:
@@ -80,7 +88,8 @@ def _image_record(img, anns, img_dir, vocab_index, with_segments, source) -> Rec
     size = {}
     for key in ('height', 'width'):
         with reading(source, entry, fix=_IMAGE_FIX, errors=errors): size[key] = parse_dim(img.get(key), f'`{key}`')
-    boxes, labels, classes, segments, crowd, difficult, ann_ids = (list(column) for column in zip(*objects)) if objects else ([] for _ in range(7))
+    boxes, labels, classes, segments, crowd, difficult, ann_ids = (
+        (list(column) for column in zip(*objects)) if objects else ([] for _ in range(7)))
     # xywh -> xyxy in float64, then float32: x + w then rounds once, so written boxes read back bit for bit
     xyxy = np.asarray(boxes, np.float64).reshape(-1, 4)
     xyxy[:, 2:] += xyxy[:, :2]
@@ -115,8 +124,11 @@ def coco_records(ann_file, img_dir=None) -> Records:
             iid = _id(img.get('id'), 'id')
             listed.setdefault(iid, i)
             # a repeated image id keeps no annotations of its own: they were all given to the first image with that id
-            rec = _image_record(img, by_image.get(iid, []) if iid not in seen else [], img_dir, vocab_index, with_segments, str(ann_file))
-            if iid in seen: rec.read_errors.append((f'image id={iid}', 'image id used twice; its annotations went to the first image with this id'))
+            rec = _image_record(img, by_image.get(iid, []) if iid not in seen else [], img_dir, vocab_index,
+                                with_segments, str(ann_file))
+            if iid in seen:
+                rec.read_errors.append((f'image id={iid}',
+                                        'image id used twice; its annotations went to the first image with this id'))
             seen.add(iid); items.append(rec)
     errors += _orphans(ann_file, by_image, seen, listed)
     return Records(items, vocab, [(e.file, e.entry, e.details) for e in errors])
@@ -124,13 +136,16 @@ def coco_records(ann_file, img_dir=None) -> Records:
 # %% ../../nbs/01b_data_coco.ipynb #47e361c3
 class CocoCreator:
     "Build a COCO dataset image by image: images saved under `root/'images'`, annotations written by `save`."
-    def __init__(self, vocab, root, img_dir=None):
-        # `img_dir`: the folder `file_name`s are relative to (default `root/'images'`, where added arrays are saved)
+    def __init__(self,
+                 vocab,          # the class names, in label order (category ids `1..C`)
+                 root,           # the dataset folder
+                 img_dir=None):  # what `file_name`s are relative to (None: `root/'images'`, where arrays are saved)
         self.vocab, self.root = list(vocab), Path(root)
         self.img_dir = self.root/'images' if img_dir is None else Path(img_dir)
         self.images, self.annotations, self._names = [], [], set()
 
-    def __repr__(self): return f"CocoCreator({len(self.images)} images, {len(self.annotations)} annotations, vocab={self.vocab})"
+    def __repr__(self):
+        return f"CocoCreator({len(self.images)} images, {len(self.annotations)} annotations, vocab={self.vocab})"
 
     def _file_name(self, path:Path) -> str:
         "`path` relative to `img_dir` when inside it, else absolute."
@@ -146,27 +161,33 @@ class CocoCreator:
             return (file_name or self._file_name(Path(image))), tuple(size), None
         img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
         file_name = file_name or f'{image_id:06d}.png'
-        if file_name in self._names: raise ValueError(f'{file_name} was already added; give each image its own file_name')
+        if file_name in self._names:
+            raise ValueError(f'{file_name} was already added; give each image its own file_name')
         return file_name, (img.height, img.width), img
 
 # %% ../../nbs/01b_data_coco.ipynb #86ee2324
 @patch
-def _annotations(self:CocoCreator, image_id, file_name, boxes, labels, segments=None, areas=None, iscrowd=None, difficult=None) -> list:
+def _annotations(self:CocoCreator, image_id, file_name, boxes, labels, segments=None, areas=None, iscrowd=None,
+                 difficult=None) -> list:
     "One annotation dict per object of image `image_id`, all checked before any is added."
     boxes = np.asarray([] if boxes is None else boxes, np.float64).reshape(-1, 4)
     labels = np.asarray([] if labels is None else labels, np.int64).reshape(-1)
     n = len(boxes)
     if len(labels) != n: raise ValueError(f'{file_name}: {n} boxes but {len(labels)} labels')
     bad = sorted({int(l) for l in labels if not 0 <= l < len(self.vocab)})
-    if bad: raise DatasetError(file_name, f'labels {bad} are not in 0..{len(self.vocab)-1} (vocab {self.vocab})', entry=f'image id={image_id}',
-                               fix='Add the classes to the vocab, or fix or remove these objects (check_dataset lists them)')
+    if bad:
+        raise DatasetError(file_name, f'labels {bad} are not in 0..{len(self.vocab)-1} (vocab {self.vocab})',
+                           entry=f'image id={image_id}',
+                           fix='Add the classes to the vocab, or fix or remove these objects '
+                               '(check_dataset lists them)')
     iscrowd = np.zeros(n, bool) if iscrowd is None else np.asarray(iscrowd, bool).reshape(-1)
     anns = []
     for i, (b, l) in enumerate(zip(boxes, labels)):
         # sizes in float64, so that x + w reads back as the same float32 x2
         x, y, w, h = float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])
         ann = dict(id=len(self.annotations) + i + 1, image_id=image_id, category_id=int(l) + 1, bbox=[x, y, w, h],
-                   area=float(areas[i]) if areas is not None and areas[i] is not None else w * h, iscrowd=int(iscrowd[i]))
+                   area=float(areas[i]) if areas is not None and areas[i] is not None else w * h,
+                   iscrowd=int(iscrowd[i]))
         if segments is not None and len(segments[i]): ann['segmentation'] = segments[i]
         if difficult is not None and difficult[i]: ann['difficult'] = 1
         anns.append(ann)
@@ -187,19 +208,28 @@ def _commit(self:CocoCreator, image_id, file_name, size, anns, img=None) -> int:
 
 # %% ../../nbs/01b_data_coco.ipynb #4ccc9c2c
 @patch
-def add(self:CocoCreator, image, boxes=None, labels=None, masks=None, file_name=None, iscrowd=None) -> int:
-    "Add an image (PIL, `HxWx3` uint8 array, or path to an existing file) and its objects; return its image id."
+def add(self:CocoCreator,
+        image,           # PIL image, `HxWx3` uint8 array (saved under `img_dir`), or path to an existing file
+        boxes=None,      # [N, 4] xyxy pixels (None with `masks`: the masks' tight boxes)
+        labels=None,     # [N] indices into `vocab`
+        masks=None,      # [N, H, W] binary masks of the image's size, saved as compressed RLE
+        file_name=None,  # the image's `file_name` (None: `000001.png`... for an array, the path relative to `img_dir`)
+        iscrowd=None,    # bool [N], COCO crowd regions
+       ) -> int:         # the new image id
+    "Add an image and its objects."
     image_id = len(self.images) + 1
     file_name, size, img = self._image(image, image_id, file_name)
     segments = areas = None
     if masks is not None:
         masks = np.asarray(masks, np.uint8)
         masks = masks.reshape(-1, *masks.shape[-2:])
-        if masks.shape[1:] != tuple(size): raise ValueError(f'{file_name}: masks are {masks.shape[1:]} but the image is {tuple(size)}')
+        if masks.shape[1:] != tuple(size):
+            raise ValueError(f'{file_name}: masks are {masks.shape[1:]} but the image is {tuple(size)}')
         if boxes is None: boxes = masks_to_boxes(masks)
         segments = encode_masks(masks) if len(masks) else []
         areas = masks.reshape(len(masks), -1).sum(1)
-    return self._commit(image_id, file_name, size, self._annotations(image_id, file_name, boxes, labels, segments, areas, iscrowd), img)
+    return self._commit(image_id, file_name, size,
+                        self._annotations(image_id, file_name, boxes, labels, segments, areas, iscrowd), img)
 
 # %% ../../nbs/01b_data_coco.ipynb #95afe84c
 def _segment_area(segment, height, width):
@@ -216,7 +246,8 @@ def add_record(self:CocoCreator, rec:Record) -> int:
     image_id = len(self.images) + 1
     file_name, size, _ = self._image(rec.file, image_id, None, size=rec.size)
     areas = None if rec.segments is None else [_segment_area(s, *size) for s in rec.segments]
-    anns = self._annotations(image_id, file_name, rec.boxes, rec.labels, rec.segments, areas, rec.iscrowd, rec.difficult)
+    anns = self._annotations(image_id, file_name, rec.boxes, rec.labels, rec.segments, areas,
+                             rec.iscrowd, rec.difficult)
     return self._commit(image_id, file_name, size, anns)
 
 # %% ../../nbs/01b_data_coco.ipynb #de1e39dc
@@ -245,5 +276,7 @@ def records_to_coco(records:Records, ann_file, img_dir=None) -> Path:
     creator = CocoCreator(records.vocab, ann_file.parent, img_dir=ann_file.parent if img_dir is None else img_dir)
     for rec in records: creator.add_record(rec)
     unread = len(records.read_errors) + sum(len(rec.read_errors) for rec in records)
-    if unread: warnings.warn(f'{ann_file}: {unread} entries that could not be read are not in the file; check_dataset lists them')
+    if unread:
+        warnings.warn(f'{ann_file}: {unread} entries that could not be read are not in the file; '
+                      'check_dataset lists them')
     return creator.save(ann_file)

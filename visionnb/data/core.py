@@ -37,8 +37,8 @@ class Record:
     image_id: int|None = None
     source: str = ''                # the annotation file the record was read from
     read_errors: list = field(default_factory=list)  # (entry, problem) pairs a reader found and could not place
-    source_classes: list|None = None  # per object, its class as the file writes it (VOC name, COCO category_id, YOLO index)
-    annotated: bool = True          # False: the source has no annotations for this image (a YOLO image without a label file)
+    source_classes: list|None = None  # per object, its class as written (VOC name, COCO category_id, YOLO index)
+    annotated: bool = True          # False: the source has no annotations for it (a YOLO image without a label file)
 
     def __post_init__(self):
         self.file = Path(self.file)
@@ -104,7 +104,8 @@ def parse_dim(value,            # a width or height as the annotation file write
     try: number = float(value)
     except (TypeError, ValueError): number = math.nan
     if number == 0: return None
-    if not (math.isfinite(number) and number > 0): raise ValueError(f'{name} is {value!r}, not a positive number of pixels')
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f'{name} is {value!r}, not a positive number of pixels')
     return int(number)
 
 # %% ../../nbs/01a_data_core.ipynb #ff2a8fec
@@ -113,13 +114,18 @@ _SWAPS_AXES = {5, 6, 7, 8}
 
 def _open(path) -> Image.Image:
     path = Path(path)
-    if not path.exists(): raise DatasetError(path, 'image file not found', fix='Check the image folder, or remove the entry from the annotations')
-    if path.stat().st_size == 0: raise DatasetError(path, 'image file is empty (0 bytes)', fix='Re-export the image, or remove it and its annotations')
+    if not path.exists():
+        raise DatasetError(path, 'image file not found',
+                           fix='Check the image folder, or remove the entry from the annotations')
+    if path.stat().st_size == 0:
+        raise DatasetError(path, 'image file is empty (0 bytes)',
+                           fix='Re-export the image, or remove it and its annotations')
     # PIL raises more than OSError on hostile files: DecompressionBombError for a header claiming 30000 x 30000 pixels
-    with reading(path, problem='not an image file that can be read', fix='Replace the file with a valid JPEG or PNG'): return Image.open(path)
+    with reading(path, problem='not an image file that can be read', fix='Replace the file with a valid JPEG or PNG'):
+        return Image.open(path)
 
 def decoding(path):
-    "Context for decoding the pixels of image `path`: any failure is a `DatasetError` saying they are truncated or corrupt."
+    "Context for decoding image `path`'s pixels: any failure is a `DatasetError` saying they are truncated or corrupt."
     return reading(path, problem='image data is truncated or corrupt', fix='Re-export or re-download the image')
 
 def exif_orientation(img:Image.Image) -> int:
@@ -158,7 +164,8 @@ def decode_segments(segments:list, height:int, width:int) -> np.ndarray:
     out = np.zeros((len(segments or []), height, width), np.uint8)
     for i, seg in enumerate(segments or []):
         if not seg: continue  # an object without segmentation in a dataset that has masks: an empty mask
-        if isinstance(seg, dict) and isinstance(seg.get('counts'), list): rle = mask_utils.frPyObjects(seg, height, width)
+        if isinstance(seg, dict) and isinstance(seg.get('counts'), list):
+            rle = mask_utils.frPyObjects(seg, height, width)
         elif isinstance(seg, dict): rle = seg
         else: rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
         out[i] = mask_utils.decode(rle)
@@ -167,7 +174,7 @@ def decode_segments(segments:list, height:int, width:int) -> np.ndarray:
 def encode_masks(masks) -> list[dict]:
     "`[N, H, W]` binary masks to compressed COCO RLE dicts with `counts` as `str` (JSON-ready)."
     masks = np.asarray(masks, dtype=np.uint8).reshape(-1, *np.shape(masks)[-2:])
-    # mask by mask: one column-major copy each is faster than transposing the whole stack (1.7x for 100 masks of 640 x 480)
+    # mask by mask: a column-major copy each is faster than transposing the whole stack (1.7x, 100 masks of 640 x 480)
     rles = [mask_utils.encode(np.asfortranarray(m)) for m in masks]
     for r in rles: r['counts'] = r['counts'].decode('ascii')
     return rles
@@ -187,6 +194,8 @@ def record_target(rec:Record, masks:bool=False) -> dict:
     "The target dict (`boxes`, `labels`, optional `masks`) of `rec`, as tensors."
     t = dict(boxes=torch.from_numpy(rec.boxes.copy()), labels=torch.from_numpy(rec.labels.copy()))
     if masks:
-        if rec.segments is None: raise DatasetError(rec.source or rec.file, 'masks were asked for but the annotations have no segmentation', entry=rec.file.name, fix='Use a dataset with instance masks, or masks=False')
+        if rec.segments is None:
+            raise DatasetError(rec.source or rec.file, 'masks were asked for but the annotations have no segmentation',
+                               entry=rec.file.name, fix='Use a dataset with instance masks, or masks=False')
         t['masks'] = torch.from_numpy(decode_segments(rec.segments, rec.height, rec.width))
     return t

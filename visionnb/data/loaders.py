@@ -30,8 +30,10 @@ class RecordToSample(Transform):
 
 # %% ../../nbs/01h_data_loaders.ipynb #62843a3c
 class V2Transform(ItemTransform):
-    "Apply the torchvision v2 transform `tfm` to whole `(image, target)` samples of split `split_idx` (0 train, 1 valid, None both)."
-    def __init__(self, tfm, split_idx:int|None=None):
+    "Apply the torchvision v2 transform `tfm` to whole `(image, target)` samples of split `split_idx`."
+    def __init__(self,
+                 tfm,                         # a torchvision v2 transform
+                 split_idx:int|None=None):    # 0 train, 1 valid, None both
         super().__init__(split_idx=split_idx)
         self.tfm = tfm
     def encodes(self, sample): return tuple(self.tfm(*sample))
@@ -42,19 +44,22 @@ def round_up(x:int, multiple:int) -> int:
     return math.ceil(x / multiple) * multiple
 
 class PadBatch(Transform):
-    "`before_batch`: pad every sample at the bottom and right to the batch's largest size rounded up to `multiple`; record each `size`."
-    def __init__(self, multiple:int=32):
+    "`before_batch`: pad each sample (bottom and right) to the batch's largest size, rounded up; record each `size`."
+    def __init__(self, multiple:int=32):   # the padded height and width are rounded up to a multiple of it
         super().__init__()
         self.multiple = multiple
     def encodes(self, samples:list) -> list:
         height = round_up(max(image.shape[-2] for image, _ in samples), self.multiple)
         width = round_up(max(image.shape[-1] for image, _ in samples), self.multiple)
-        return [pad_sample((image, {**target, 'size': tuple(image.shape[-2:])}), height, width) for image, target in samples]
+        return [pad_sample((image, {**target, 'size': tuple(image.shape[-2:])}), height, width)
+                for image, target in samples]
 
 class BatchMosaic(Transform):
-    "`before_batch`, training only: with probability `p` replace each sample by a `mosaic` of it and three others of its batch."
+    "`before_batch`, training only: replace each sample by a `mosaic` of it and three others of its batch, or not."
     split_idx = 0
-    def __init__(self, p:float=0.5, size:int=512):
+    def __init__(self,
+                 p:float=0.5,      # the probability that a sample is replaced
+                 size:int=512):    # the side of a mosaic
         super().__init__()
         self.p, self.size = p, size
     def encodes(self, samples:list) -> list:
@@ -74,7 +79,7 @@ def _plain(target:dict) -> dict:
 _COUNTS = ('images', 'objects', 'dropped')
 
 class ObjectCounter(ItemTransform):
-    "`after_batch` in the main process: per complete pass, images and objects served and objects the transforms dropped."
+    "`after_batch`, main process: per complete pass, images and objects served and objects the transforms dropped."
     order = 0   # before the image transforms; it only reads the targets
     def __init__(self):
         super().__init__()
@@ -106,13 +111,14 @@ class ObjectCounter(ItemTransform):
 
 # %% ../../nbs/01h_data_loaders.ipynb #bf1bd865
 class DetDataLoader(TfmdDL):
-    "A fastai `TfmdDL` whose batches are `(images, targets)`: a `TensorImage [B, 3, H, W]` and a tuple of per-image target dicts."
+    "A `TfmdDL` of `(images, targets)` batches: a `TensorImage [B, 3, H, W]` and a tuple of per-image target dicts."
     def create_batch(self, samples):
         images = TensorImage(torch.stack([image.as_subclass(torch.Tensor) for image, _ in samples]))
         return images, tuple(_plain(target) for _, target in samples)
 
     @property
-    def counter(self) -> ObjectCounter|None: return next((t for t in self.after_batch.fs if isinstance(t, ObjectCounter)), None)
+    def counter(self) -> ObjectCounter|None:
+        return next((t for t in self.after_batch.fs if isinstance(t, ObjectCounter)), None)
     @property
     def object_counts(self) -> dict:
         "Complete passes, images and objects served, and objects the transforms dropped, in this process."
@@ -127,7 +133,7 @@ class DetDataLoader(TfmdDL):
         if self.counter: self.counter.finish()
 
     def _one_pass(self):
-        # fastai probes the batch types with one item through `after_batch`, also in the middle of an epoch: not a batch served
+        # fastai probes the batch types with one item through `after_batch`, even mid-epoch: not a batch served
         with (self.counter.paused() if self.counter else contextlib.nullcontext()): super()._one_pass()
 
     def new(self, dataset=None, cls=None, **kwargs):
@@ -136,15 +142,21 @@ class DetDataLoader(TfmdDL):
         res.after_batch = Pipeline([ObjectCounter() if isinstance(t, ObjectCounter) else t for t in res.after_batch.fs])
         return res
 
-    def show_batch(self, b=None, max_n:int=9, ncols:int=3, figsize=None, show_masks:bool=True):
-        "Draw up to `max_n` images of batch `b` (default: `one_batch()`) with boxes, class names and masks; return the figure."
+    def show_batch(self,
+                   b=None,                  # a batch (default: `one_batch()`)
+                   max_n:int=9,             # the most images drawn
+                   ncols:int=3,
+                   figsize=None,            # default: 3.5 x 3.5 per image
+                   show_masks:bool=True):
+        "Draw up to `max_n` images of batch `b` with boxes, class names and masks; return the figure."
         images, targets = self.one_batch() if b is None else b
         images = self.after_batch.decode((images,))[0].cpu()
         n = min(max_n, len(images))
         nrows = math.ceil(n / ncols)
         fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (3.5 * ncols, 3.5 * nrows), squeeze=False)
         for i, ax in enumerate(axs.flat):
-            if i < n: show_sample(images[i].byte(), {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in targets[i].items()},
+            if i < n: show_sample(images[i].byte(),
+                                  {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in targets[i].items()},
                                   self.vocab, ax=ax, show_masks=show_masks)
             else: ax.axis('off')
         fig.tight_layout()
@@ -158,30 +170,48 @@ def _check_labels(records:Records, vocab:list):
         if bad.any():
             i = int(bad.argmax())
             written = '' if rec.source_classes is None else f' (class {rec.source_classes[i]!r} in the file)'
-            raise DatasetError(rec.source or rec.file, f'label {rec.labels[i]}{written} is not a class of the vocab {vocab}',
-                               entry=f'{rec.file.name}, object {rec.ann_ids[i]}', fix="Run check_dataset(records, policy='skip') to drop unknown classes, or add them to the vocab")
+            raise DatasetError(rec.source or rec.file,
+                               f'label {rec.labels[i]}{written} is not a class of the vocab {vocab}',
+                               entry=f'{rec.file.name}, object {rec.ann_ids[i]}',
+                               fix="Run check_dataset(records, policy='skip') to drop unknown classes, "
+                                   "or add them to the vocab")
 
 @delegates(det_transforms, but=['size', 'train'])
-def det_dls(train:Records, valid:Records, size:int=512, bs:int=8, num_workers:int=0, masks:bool=False, augment:bool=True,
-            mosaic:float=0., val_bs:int|None=None, pad_multiple:int=32, device=None, **kwargs) -> DataLoaders:
-    "fastai `DataLoaders` of `(images, targets)` batches from `train` and `valid` records; `kwargs` go to `det_transforms`."
+def det_dls(train:Records,
+            valid:Records,               # with the same vocab as `train` (or empty)
+            size:int=512,                # the longer side of the images, as in `det_transforms`
+            bs:int=8,
+            num_workers:int=0,
+            masks:bool=False,            # load the instance masks too
+            augment:bool=True,           # augment the training images (False: resize them like `valid`'s)
+            mosaic:float=0.,             # the probability of a `BatchMosaic` per training sample (with `augment`)
+            val_bs:int|None=None,        # the validation batch size (None: `bs`)
+            pad_multiple:int=32,         # batches are padded to a multiple of this
+            device=None,                 # None: fastai's `default_device()`
+            **kwargs,                    # passed to `det_transforms`
+           ) -> DataLoaders:             # a `DetDataLoader` each for `train` and `valid`, on `device`
+    "fastai `DataLoaders` of `(images, targets)` batches from `train` and `valid` records."
     if list(valid.vocab) != list(train.vocab) and len(valid):
-        raise ValueError(f'train and valid records have different vocabs: {train.vocab} and {valid.vocab}; read both with the same classes')
+        raise ValueError(f'train and valid records have different vocabs: {train.vocab} and {valid.vocab}; '
+                         'read both with the same classes')
     for records in (train, valid): _check_labels(records, train.vocab)
     items = list(train.items) + list(valid.items)
-    tls = TfmdLists(items, [RecordToSample(train.vocab, masks)], splits=[range(len(train)), range(len(train), len(items))])
+    tls = TfmdLists(items, [RecordToSample(train.vocab, masks)],
+                    splits=[range(len(train)), range(len(train), len(items))])
     after_item = [V2Transform(det_transforms(size, train=augment, **kwargs), split_idx=0),
                   V2Transform(det_transforms(size, train=False), split_idx=1)]
     before_batch = ([BatchMosaic(mosaic, size)] if mosaic and augment else []) + [PadBatch(pad_multiple)]
     # each loader counts its own objects
     after_batch = lambda: [ObjectCounter(), IntToFloatTensor(), Normalize.from_stats(*imagenet_stats, cuda=False)]
     hooks = dict(num_workers=num_workers, after_item=after_item, before_batch=before_batch)
-    dls = DataLoaders(DetDataLoader(tls.subset(0), bs=bs, shuffle=True, drop_last=len(train) > bs, after_batch=after_batch(), **hooks),
-                      DetDataLoader(tls.subset(1), bs=val_bs or bs, shuffle=False, drop_last=False, after_batch=after_batch(), **hooks))
+    dls = DataLoaders(DetDataLoader(tls.subset(0), bs=bs, shuffle=True, drop_last=len(train) > bs,
+                                    after_batch=after_batch(), **hooks),
+                      DetDataLoader(tls.subset(1), bs=val_bs or bs, shuffle=False, drop_last=False,
+                                    after_batch=after_batch(), **hooks))
     return dls.to(default_device() if device is None else device)
 
-def object_counts(dls:DataLoaders) -> dict:
-    "Per loader (`train`, `valid`): passes, images and objects served, objects the transforms dropped; summed over processes."
+def object_counts(dls:DataLoaders) -> dict:   # `train` and `valid`, each like `DetDataLoader.object_counts`
+    "Passes, images and objects served, and objects the transforms dropped, per loader, summed over processes."
     # under torchrun each process counts its own shard; every process must call this (one all-gather)
     local = {name: dl.object_counts for name, dl in zip(('train', 'valid'), dls.loaders)}
     parts = gather_objects(local)

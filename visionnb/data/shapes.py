@@ -37,7 +37,8 @@ def _star(points=5, inner=0.45):
 
 def _cross(arm=1/3):
     a, b = arm/2, 0.5
-    return np.array([[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a], [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]])
+    return np.array([[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a],
+                     [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]])
 
 def _heart(n=48):
     t = np.linspace(0, 2*np.pi, n, endpoint=False)
@@ -48,17 +49,26 @@ def _unit(polygon):
     lo, hi = polygon.min(0), polygon.max(0)
     return (polygon - (lo + hi)/2) / (hi - lo).max()
 
-UNIT_SHAPES = dict(zip(SHAPE_CLASSES, map(_unit, [_regular(64), _regular(4, np.pi/4), _regular(3, -np.pi/2), _star(), _cross(), _heart()])))
+UNIT_SHAPES = dict(zip(SHAPE_CLASSES, map(_unit, [_regular(64), _regular(4, np.pi/4), _regular(3, -np.pi/2),
+                                                  _star(), _cross(), _heart()])))
 
-def shape_polygon(name:str, center, size:float, angle:float=0., aspect:float=1.) -> np.ndarray:
-    "Vertices `[P, 2]` (x, y in pixels) of shape `name`, `size` px across, stretched by `aspect`, rotated by `angle` radians."
+def shape_polygon(name:str,          # one of `SHAPE_CLASSES`
+                  center,            # the centre (x, y), in pixels
+                  size:float,        # px across
+                  angle:float=0.,    # the rotation, in radians
+                  aspect:float=1.,   # the stretch: x times `aspect**0.5`, y times `aspect**-0.5`
+                 ) -> np.ndarray:    # vertices `[P, 2]` (x, y in pixels)
+    "The polygon of shape `name`, `size` px across, stretched by `aspect`, rotated by `angle` radians."
     polygon = UNIT_SHAPES[name] * size * np.array([aspect**0.5, aspect**-0.5])
     c, s = np.cos(angle), np.sin(angle)
     return polygon @ np.array([[c, s], [-s, c]]) + np.asarray(center, float)
 
 # %% ../../nbs/01f_data_shapes.ipynb #016482f6
-def rasterize(polygon, stroke:float=0., supersample:int=4) -> tuple[int, int, np.ndarray]:
-    "Anti-aliased coverage (uint8, 255 = fully inside) of the filled `polygon`, or of its outline `stroke` px wide: `(x0, y0, coverage)` of the pixel window it covers."
+def rasterize(polygon,                # vertices `[P, 2]` (x, y in pixels)
+              stroke:float=0.,        # >0: the outline, `stroke` px wide, instead of the filled polygon
+              supersample:int=4,      # drawn at this many times the resolution, then reduced
+             ) -> tuple[int, int, np.ndarray]: # `(x0, y0, coverage)` of the pixel window it covers
+    "Anti-aliased coverage (uint8, 255 = fully inside) of the filled `polygon`, or of its outline."
     x0, y0 = np.floor(polygon.min(0) - stroke/2 - 1).astype(int)
     x1, y1 = np.ceil(polygon.max(0) + stroke/2 + 1).astype(int)
     canvas = Image.new('L', ((x1 - x0) * supersample, (y1 - y0) * supersample))
@@ -88,7 +98,8 @@ def background_pattern(kind:str, rng, height:int, width:int) -> np.ndarray:
     elif kind == 'stripes': t = 0.5 + 0.5 * rng.uniform(1, 6) * np.sin(2*np.pi * u / period)
     elif kind == 'checker': t = (np.floor(u / period) + np.floor(v / period)) % 2
     elif kind == 'blobs': t = _smooth_noise(rng, height, width, rng.uniform(16, 96))
-    elif kind == 'clouds': t = sum(a * _smooth_noise(rng, height, width, cell) for cell, a in [(64, 0.55), (24, 0.3), (8, 0.15)])
+    elif kind == 'clouds':
+        t = sum(a * _smooth_noise(rng, height, width, cell) for cell, a in [(64, 0.55), (24, 0.3), (8, 0.15)])
     else: raise ValueError(f"unknown background kind {kind!r}; use one of {BACKGROUNDS}")
     return np.clip(np.broadcast_to(t, (height, width)), 0, 1).astype(np.float32)
 
@@ -101,7 +112,8 @@ def random_background(rng, height:int, width:int) -> np.ndarray:
 
 # %% ../../nbs/01f_data_shapes.ipynb #cd253ce2
 MIN_VISIBLE_FRACTION, MIN_VISIBLE_SIDE = 0.3, 6
-MIN_OBJECT_SIZE, MAX_OBJECT_FRACTION = 8, 0.75   # sizes are log-uniform from 8 px (by default) to 3/4 of the image's short side
+# sizes are log-uniform from 8 px (by default) to 3/4 of the image's short side
+MIN_OBJECT_SIZE, MAX_OBJECT_FRACTION = 8, 0.75
 FILLED_FRACTION, MIN_CONTRAST = 0.6, 80.
 
 def _box_sides(mask) -> tuple[int, int]:
@@ -125,7 +137,8 @@ def _try_place(owner, counts, areas, x0, y0, mask):
     new = owner.copy()
     new[ys, xs][inside] = len(counts)
     for j in np.flatnonzero(hidden):
-        if counts[j] - hidden[j] < MIN_VISIBLE_FRACTION * areas[j] or min(_box_sides(new == j)) < MIN_VISIBLE_SIDE: return None
+        if counts[j] - hidden[j] < MIN_VISIBLE_FRACTION * areas[j] or min(_box_sides(new == j)) < MIN_VISIBLE_SIDE:
+            return None
     return new, np.append(counts - hidden, shown)
 
 # %% ../../nbs/01f_data_shapes.ipynb #44f78ecc
@@ -141,7 +154,8 @@ def _paint(canvas, rng, x0, y0, coverage):
     colour = max((_random_colour(rng) for _ in range(8)), key=lambda c: min(np.linalg.norm(c - under), MIN_CONTRAST))
     angle, shade = rng.uniform(0, 2*np.pi), rng.uniform(0, 0.3)
     ry, rx = np.ogrid[my.start:my.stop, mx.start:mx.stop]
-    ramp = ((rx - coverage.shape[1]/2) * np.cos(angle) + (ry - coverage.shape[0]/2) * np.sin(angle)) / max(coverage.shape)
+    ramp = (((rx - coverage.shape[1]/2) * np.cos(angle) + (ry - coverage.shape[0]/2) * np.sin(angle))
+            / max(coverage.shape))
     window[:] = window * (1 - alpha) + colour * (1 + shade * ramp[..., None].astype(np.float32)) * alpha
 
 # %% ../../nbs/01f_data_shapes.ipynb #a5af2f9a
@@ -150,15 +164,16 @@ def tight_boxes(masks) -> np.ndarray:
     masks = np.asarray(masks, bool)
     rows, cols = masks.any(2), masks.any(1)
     height, width = masks.shape[1:]
-    boxes = np.stack([cols.argmax(1), rows.argmax(1), width - cols[:, ::-1].argmax(1), height - rows[:, ::-1].argmax(1)], 1)
+    boxes = np.stack([cols.argmax(1), rows.argmax(1),
+                      width - cols[:, ::-1].argmax(1), height - rows[:, ::-1].argmax(1)], 1)
     return np.where(cols.any(1)[:, None], boxes, 0).astype(np.float32)
 
 # %% ../../nbs/01f_data_shapes.ipynb #c4daecc4
 @dataclass
 class Scene:
-    "One generated image and its ground truth, all derived from the owner map (index of the top object per pixel, -1 = background)."
+    "One generated image and its ground truth, all derived from the owner map."
     image: np.ndarray     # uint8 [H, W, 3]
-    owner: np.ndarray     # int16 [H, W]
+    owner: np.ndarray     # int16 [H, W], the owner map: index of the top object per pixel, -1 = background
     labels: np.ndarray    # int64 [N], index into SHAPE_CLASSES
     visible: np.ndarray   # float32 [N], fraction of each object's drawn pixels that is visible
     filled: np.ndarray    # bool [N], filled (True) or outlined
@@ -177,8 +192,15 @@ class Scene:
         "`uint8 [H, W]`: 0 = background, `k + 1` = class `k`."
         return np.append(self.labels + 1, 0).astype(np.uint8)[self.owner]   # owner -1 picks the appended 0
 
-def render_scene(rng, height:int, width:int, max_objects:int, min_size:float=MIN_OBJECT_SIZE, supersample:int=4, tries:int=20) -> Scene:
-    "Draw one image of 1..`max_objects` random shapes, at least `min_size` px across, on a random background, with its ground truth."
+def render_scene(rng,                              # a numpy `Generator`
+                 height:int,
+                 width:int,
+                 max_objects:int,                  # draw 1..`max_objects` random shapes
+                 min_size:float=MIN_OBJECT_SIZE,   # each at least `min_size` px across
+                 supersample:int=4,                # as in `rasterize`
+                 tries:int=20,                     # random positions tried for an object before it is left out
+                ) -> Scene:
+    "Draw one image of random shapes on a random background, with its ground truth."
     canvas = random_background(rng, height, width)
     owner, counts = np.full((height, width), -1, np.int16), np.zeros(0, np.int64)
     areas, labels, filled = [], [], []
@@ -191,7 +213,8 @@ def render_scene(rng, height:int, width:int, max_objects:int, min_size:float=MIN
         for _ in range(tries):
             # centres keep at least a quarter of the object's size inside the image
             center = rng.uniform((size/4, size/4), (width - size/4, height - size/4))
-            polygon = shape_polygon(SHAPE_CLASSES[label], center, size, rng.uniform(0, 2*np.pi), np.exp(rng.uniform(-0.2, 0.2)))
+            polygon = shape_polygon(SHAPE_CLASSES[label], center, size, rng.uniform(0, 2*np.pi),
+                                    np.exp(rng.uniform(-0.2, 0.2)))
             x0, y0, coverage = rasterize(polygon, stroke, supersample)
             placed = _try_place(owner, counts, areas, x0, y0, coverage >= 128)
             if placed is not None: break
@@ -201,7 +224,8 @@ def render_scene(rng, height:int, width:int, max_objects:int, min_size:float=MIN
         _paint(canvas, rng, x0, y0, coverage)
     canvas += rng.standard_normal((height, width, 1), dtype=np.float32) * rng.uniform(1, 6)
     image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-    return Scene(image, owner, np.array(labels, np.int64), (counts / np.maximum(areas, 1)).astype(np.float32), np.array(filled, bool))
+    return Scene(image, owner, np.array(labels, np.int64), (counts / np.maximum(areas, 1)).astype(np.float32),
+                 np.array(filled, bool))
 
 # %% ../../nbs/01f_data_shapes.ipynb #8e10cf8a
 SHAPES_SIZES = {
@@ -214,7 +238,8 @@ SPLITS = ('train', 'valid')
 MIN_SHORT_SIDE = 0.7
 
 def _settings(size:str) -> dict:
-    if size not in SHAPES_SIZES: raise ValueError(f"unknown shapes dataset size {size!r}; use one of {list(SHAPES_SIZES)}")
+    if size not in SHAPES_SIZES:
+        raise ValueError(f"unknown shapes dataset size {size!r}; use one of {list(SHAPES_SIZES)}")
     return SHAPES_SIZES[size]
 
 def shapes_scene(size:str='tiny', split:str='train', index:int=0, seed:int=0) -> Scene:
@@ -238,18 +263,22 @@ def _is_complete(folder:Path, version=SHAPES_VERSION) -> bool:
     except (OSError, ValueError): return False
 
 def _remove_abandoned(dest:Path, age:float=3600.):
-    "Delete the temporary folders of builds of `dest` that were killed: untouched for `age` seconds (a build takes about a minute)."
+    "Delete the temporary folders of killed builds of `dest`: untouched for `age` seconds (a build takes a minute)."
     for old in dest.parent.glob(f'.{dest.name}.*.tmp'):
         if time.time() - old.stat().st_mtime > age: shutil.rmtree(old, ignore_errors=True)
 
-def _build_atomically(dest:Path, write, version=SHAPES_VERSION) -> Path:
-    "`dest`, first built by `write(folder) -> info` in a temporary sibling renamed into place when complete; an older `version` is replaced."
+def _build_atomically(dest:Path,
+                      write,                    # `write(folder) -> info` fills a folder
+                      version=SHAPES_VERSION,   # a `dest` of an older version is replaced
+                     ) -> Path:
+    "`dest`, first built by `write` in a temporary sibling that is renamed into place when complete."
     if _is_complete(dest, version): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(dest)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.tmp', dir=dest.parent))
     try:
-        os.chmod(tmp, 0o755)   # mkdtemp makes the folder private; a cached dataset should be readable like any other
+        # mkdtemp makes the folder private; a cached dataset should be readable like any other
+        os.chmod(tmp, 0o755)
         info = write(tmp)
         (tmp/'info.json').write_text(json.dumps(dict(version=version, **info), indent=1))
         if dest.exists() and not _is_complete(dest, version):   # an older version, or a folder that is not ours
@@ -257,7 +286,7 @@ def _build_atomically(dest:Path, write, version=SHAPES_VERSION) -> Path:
             os.rename(dest, stale); shutil.rmtree(stale, ignore_errors=True)
         try: os.rename(tmp, dest)
         except OSError:
-            if not _is_complete(dest, version): raise   # else another process finished the same dataset first: keep theirs
+            if not _is_complete(dest, version): raise   # else another process built the same dataset first: keep it
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
@@ -280,7 +309,8 @@ def _write_scene(job) -> tuple:
 def _mapper(workers:int):
     "An ordered `map` over jobs: in this process, or in a pool of `workers` processes."
     if workers <= 1: yield map; return
-    # the platform's default start method, like PyTorch's DataLoader; with fork (Linux) workers start at once and need no `__main__` guard
+    # the platform's default start method, like PyTorch's DataLoader;
+    # with fork (Linux) workers start at once and need no `__main__` guard
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context()) as pool:
         yield lambda fn, jobs: pool.map(fn, jobs, chunksize=4)
 
@@ -300,7 +330,8 @@ def _write_detection(folder:Path, size:str, seed:int, workers, progress=False) -
         for split in SPLITS:
             creator = CocoCreator(SHAPE_CLASSES, folder)
             jobs = [(size, split, i, seed, folder) for i in range(settings[split])]
-            for path, owner, labels, boxes in _progress(map_(_write_scene, jobs), len(jobs), progress, f'{split} images'):
+            for path, owner, labels, boxes in _progress(map_(_write_scene, jobs), len(jobs), progress,
+                                                        f'{split} images'):
                 masks = (owner[None] == np.arange(len(labels), dtype=owner.dtype)[:, None, None]).astype(np.uint8)
                 creator.add(path, boxes=boxes, labels=labels, masks=masks)
             creator.save(folder/'annotations'/f'{split}.json')
@@ -309,7 +340,7 @@ def _write_detection(folder:Path, size:str, seed:int, workers, progress=False) -
                 images={s: settings[s] for s in SPLITS}, objects=objects)
 
 def shapes_path(size:str='tiny', seed:int=0, root=None, workers:int|None=None, progress:bool=False) -> Path:
-    "The folder of the shapes dataset of `size` and `seed` (COCO json, PNG images, semantic masks), generated on first use."
+    "The folder of the shapes dataset of `size` and `seed` (COCO json, PNG images, semantic masks), built on first use."
     _settings(size)
     dest = _cache_root(root)/f'shapes-{size}-seed{seed}'
     return _build_atomically(dest, lambda folder: _write_detection(folder, size, seed, workers, progress))
@@ -324,8 +355,12 @@ CROP_SIZE, CROP_MARGIN, MIN_CROPS_PER_CLASS = 64, 0.25, 4
 CROP_MIN_VISIBLE, CROP_MIN_SIDE, CROP_MAX_CLUTTER = 0.85, 16, 0.15
 CROPS_VERSION = 2   # bumped whenever the crop rule changes, so that cached classification folders are rebuilt
 
-def crop_window(box, width:int, height:int, margin:float=CROP_MARGIN) -> tuple:
-    "The square `(left, top, side)` around `box` (xyxy) with `margin` of its longer side on each side, inside a `width` x `height` image."
+def crop_window(box,                        # xyxy
+                width:int,                  # the image's width
+                height:int,                 # the image's height
+                margin:float=CROP_MARGIN,   # added on each side, as a fraction of the box's longer side
+               ) -> tuple:                  # `(left, top, side)`
+    "The square around `box` with a `margin`, inside a `width` x `height` image."
     x1, y1, x2, y2 = map(float, box)
     side = min(max(x2 - x1, y2 - y1) * (1 + 2 * margin), width, height)
     # shift rather than pad a crop that would leave the image
@@ -345,7 +380,7 @@ def crop_clutter(owner:np.ndarray, k:int, box, margin:float=CROP_MARGIN) -> floa
     return float(((window >= 0) & (window != k)).mean())
 
 def croppable(scene:Scene) -> list:
-    "The objects of `scene` whose crop has one clear label: mostly visible, big enough, little of other objects in the window."
+    "The objects of `scene` whose crop has one clear label: mostly visible, big enough, little else in the window."
     return [k for k, (visible, box) in enumerate(zip(scene.visible, scene.boxes))
             if visible >= CROP_MIN_VISIBLE and min(box[2] - box[0], box[3] - box[1]) >= CROP_MIN_SIDE
             and crop_clutter(scene.owner, k, box) <= CROP_MAX_CLUTTER]
@@ -369,15 +404,19 @@ def _write_classification(folder:Path, size:str, seed:int, workers) -> dict:
         for split in SPLITS:
             counts[split], start, stop = Counter(), 0, settings[split]
             while True:
-                for saved in map_(_write_crops, [(size, split, i, seed, folder) for i in range(start, stop)]): counts[split].update(saved)
-                if min(counts[split][k] for k in range(len(SHAPE_CLASSES))) >= MIN_CROPS_PER_CLASS or stop >= 10 * settings[split]: break
+                for saved in map_(_write_crops, [(size, split, i, seed, folder) for i in range(start, stop)]):
+                    counts[split].update(saved)
+                if (min(counts[split][k] for k in range(len(SHAPE_CLASSES))) >= MIN_CROPS_PER_CLASS
+                        or stop >= 10 * settings[split]):
+                    break
                 start, stop = stop, stop + max(4, settings[split] // 4)
             scenes[split] = stop
     return dict(kind='classification', size=size, seed=seed, settings=settings, classes=SHAPE_CLASSES, scenes=scenes,
                 crops={s: {SHAPE_CLASSES[k]: n for k, n in sorted(c.items())} for s, c in counts.items()})
 
 def shapes_classification_path(size:str='tiny', seed:int=0, root=None, workers:int|None=None) -> Path:
-    "An ImageNet-style folder `{train,valid}/<class>/*.png` of one crop per `croppable` object of the shapes dataset, generated on first use."
+    "An ImageNet-style folder `{train,valid}/<class>/*.png`: one crop per `croppable` object, built on first use."
     _settings(size)
     dest = _cache_root(root)/f'shapes-classification-{size}-seed{seed}'
-    return _build_atomically(dest, lambda folder: _write_classification(folder, size, seed, workers), version=f'{SHAPES_VERSION}.{CROPS_VERSION}')
+    return _build_atomically(dest, lambda folder: _write_classification(folder, size, seed, workers),
+                             version=f'{SHAPES_VERSION}.{CROPS_VERSION}')

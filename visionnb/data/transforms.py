@@ -29,14 +29,19 @@ def record_sample(rec:Record, masks:bool=False) -> tuple:
     img = load_image(rec.file)
     height, width = img.height, img.width
     if rec.height is not None and (rec.height, rec.width) != (height, width):
-        raise DatasetError(rec.source or rec.file, f'the annotation says the image is {rec.height}x{rec.width} (h x w) but the file is {height}x{width}',
-                           entry=rec.file.name, fix='Fix the size in the annotation, or check that the annotations were made on the EXIF-rotated image')
-    target = dict(boxes=tv_tensors.BoundingBoxes(torch.from_numpy(rec.boxes.copy()), format='XYXY', canvas_size=(height, width)),
+        raise DatasetError(rec.source or rec.file,
+                           f'the annotation says the image is {rec.height}x{rec.width} (h x w) '
+                           f'but the file is {height}x{width}',
+                           entry=rec.file.name,
+                           fix='Fix the size in the annotation, '
+                               'or check that the annotations were made on the EXIF-rotated image')
+    target = dict(boxes=tv_tensors.BoundingBoxes(torch.from_numpy(rec.boxes.copy()), format='XYXY',
+                                                 canvas_size=(height, width)),
                   labels=torch.from_numpy(rec.labels.copy()), iscrowd=torch.from_numpy(rec.iscrowd.copy()))
     if masks:
         if rec.segments is None and len(rec):
-            raise DatasetError(rec.source or rec.file, 'masks were asked for but the annotations have no segmentation', entry=rec.file.name,
-                               fix='Use a dataset with instance masks, or masks=False')
+            raise DatasetError(rec.source or rec.file, 'masks were asked for but the annotations have no segmentation',
+                               entry=rec.file.name, fix='Use a dataset with instance masks, or masks=False')
         target['masks'] = tv_tensors.Mask(torch.from_numpy(decode_segments(rec.segments or [], height, width)))
     target.update(image_id=-1 if rec.image_id is None else int(rec.image_id), orig_size=(height, width), dropped=0)
     return tv_tensors.Image(F.pil_to_tensor(img)), target
@@ -58,7 +63,8 @@ def show_sample(image, target:dict, vocab=None, ax=None, show_masks:bool=True, t
     masks = target.get('masks')
     if show_masks and masks is not None and len(masks):
         image = draw_segmentation_masks(image, masks.as_subclass(torch.Tensor).cpu().bool(), alpha=0.45, colors=colors)
-    if len(boxes): image = draw_bounding_boxes(image, boxes, colors=colors, width=max(1, round(max(image.shape[1:]) / 250)))
+    if len(boxes):
+        image = draw_bounding_boxes(image, boxes, colors=colors, width=max(1, round(max(image.shape[1:]) / 250)))
     ax.imshow(image.permute(1, 2, 0).numpy())
     for (x1, y1, *_), l, c in zip(boxes.tolist(), labels.tolist(), colors):
         name = vocab[l] if vocab is not None and 0 <= l < len(vocab) else str(l)
@@ -70,8 +76,10 @@ def show_sample(image, target:dict, vocab=None, ax=None, show_masks:bool=True, t
 
 # %% ../../nbs/01g_data_transforms.ipynb #0a3cd232
 class ResizeLongest(v2.Transform):
-    "Resize so the longer side is `size * s`, `s` uniform in `scale`, keeping the aspect ratio; masks use nearest-exact."
-    def __init__(self, size:int, scale=(1., 1.)):
+    "Resize, keeping the aspect ratio, so that the longer side is `size * s`; masks use nearest-exact."
+    def __init__(self,
+                 size:int,           # the longer side, before the random scale
+                 scale=(1., 1.)):    # `s` is uniform in this range
         super().__init__()
         self.size, self.scale = size, tuple(scale)
 
@@ -82,7 +90,8 @@ class ResizeLongest(v2.Transform):
         return dict(size=[max(1, round(h * r)), max(1, round(w * r))])
 
     def transform(self, inpt, params:dict):
-        mode = v2.InterpolationMode.NEAREST_EXACT if isinstance(inpt, tv_tensors.Mask) else v2.InterpolationMode.BILINEAR
+        mode = (v2.InterpolationMode.NEAREST_EXACT if isinstance(inpt, tv_tensors.Mask)
+                else v2.InterpolationMode.BILINEAR)
         return self._call_kernel(F.resize, inpt, params['size'], interpolation=mode, antialias=True)
 
 # %% ../../nbs/01g_data_transforms.ipynb #d009a532
@@ -111,13 +120,13 @@ class BoxesFromMasks(v2.Transform):
         return image, {**target, 'boxes': tv_tensors.wrap(boxes, like=target['boxes'])}
 
 def _object_fields(sample) -> list:
-    "The per-object tensors of a sample's target other than boxes and masks (a module-level function, so pipelines pickle)."
+    "The per-object tensors of a sample's target other than boxes and masks (module-level, so that pipelines pickle)."
     target = sample[1]
     return [target[k] for k in OBJECT_FIELDS if k in target]
 
 class SanitizeBoxes(v2.Transform):
-    "v2's `SanitizeBoundingBoxes`: boxes under `min_size` px dropped with their objects, and counted in `target['dropped']`."
-    def __init__(self, min_size:float=1.):
+    "v2's `SanitizeBoundingBoxes`: small boxes dropped with their objects, and counted in `target['dropped']`."
+    def __init__(self, min_size:float=1.):   # boxes under `min_size` px are dropped
         super().__init__()
         self.sanitize = v2.SanitizeBoundingBoxes(min_size=min_size, labels_getter=_object_fields)
 
@@ -127,8 +136,14 @@ class SanitizeBoxes(v2.Transform):
         return image, {**kept, 'dropped': target.get('dropped', 0) + len(target['boxes']) - len(kept['boxes'])}
 
 # %% ../../nbs/01g_data_transforms.ipynb #bcd20f63
-def det_transforms(size:int=512, train:bool=True, scale=(0.5, 1.5), crop:bool=True, flip:float=0.5, color:bool=True) -> v2.Compose:
-    "Item pipeline on `(image, target)` samples: scale jitter, crop to `size`, flip and colour jitter for `train`, else a resize to `size`."
+def det_transforms(size:int=512,        # the longer side after resizing (times `s` in training), and the crop's side
+                   train:bool=True,     # augment; else only resize to `size`
+                   scale=(0.5, 1.5),    # the scale jitter: the longer side is `size * s`, `s` uniform in `scale`
+                   crop:bool=True,      # crop a random window of at most `size x size`
+                   flip:float=0.5,      # the probability of a horizontal flip (0: none)
+                   color:bool=True,     # jitter brightness, contrast and saturation
+                  ) -> v2.Compose:
+    "Item pipeline on `(image, target)` samples: scale jitter, crop, flip and colour jitter for `train`, else a resize."
     if not train: return v2.Compose([ResizeLongest(size)])
     tfms = [ResizeLongest(size, scale)]
     if crop: tfms.append(RandomWindowCrop(size))
@@ -138,15 +153,19 @@ def det_transforms(size:int=512, train:bool=True, scale=(0.5, 1.5), crop:bool=Tr
 
 # %% ../../nbs/01g_data_transforms.ipynb #97cc6f34
 def _tile_window(h:int, w:int, corner:int, center, size:int) -> tuple:
-    "Window (top, left, height, width) of an `h x w` tile and its position (x, y) in quadrant `corner` (0 TL, 1 TR, 2 BL, 3 BR)."
+    "Window (top, left, height, width) of an `h x w` tile and its position (x, y) in `corner` (0 TL, 1 TR, 2 BL, 3 BR)."
     cx, cy = center
     right, bottom = corner % 2 == 1, corner >= 2
     width, height = min(w, size - cx if right else cx), min(h, size - cy if bottom else cy)
     window = (0 if bottom else h - height, 0 if right else w - width, height, width)
     return window, (cx if right else cx - width, cy if bottom else cy - height)
 
-def mosaic(samples, size:int, center=None, fill=PAD_FILL) -> tuple:
-    "Four samples on one `size x size` canvas split at `center` (random in the middle half), each touching it with a corner."
+def mosaic(samples,          # four `(image, target)` samples
+           size:int,         # the side of the square canvas
+           center=None,      # `(x, y)` where the four tiles meet (None: random in the middle half)
+           fill=PAD_FILL,    # the canvas's colour where no tile reaches
+          ) -> tuple:        # one `(image, target)` sample
+    "Four samples on one `size x size` canvas split at `center`, each touching it with a corner."
     if len(samples) != 4: raise ValueError(f'mosaic needs 4 samples, got {len(samples)}')
     if center is None: center = [int(torch.randint(size // 4, 3 * size // 4 + 1, ())) for _ in range(2)]
     canvas = torch.tensor(fill, dtype=torch.uint8)[:, None, None].repeat(1, size, size)
@@ -154,7 +173,8 @@ def mosaic(samples, size:int, center=None, fill=PAD_FILL) -> tuple:
     for corner, (image, target) in enumerate(samples):
         (top, left, height, width), (x, y) = _tile_window(*image.shape[-2:], corner, center, size)
         canvas[:, y:y + height, x:x + width] = image[:, top:top + height, left:left + width]
-        move = lambda o, **kwargs: F.pad(F.crop(o, top, left, height, width), [x, y, size - x - width, size - y - height], **kwargs)
+        move = lambda o, **kwargs: F.pad(F.crop(o, top, left, height, width),
+                                         [x, y, size - x - width, size - y - height], **kwargs)
         moved = {k: target[k] for k in OBJECT_FIELDS if k in target}
         moved['boxes'] = move(target['boxes'])
         if 'masks' in target: moved['masks'] = move(target['masks'], fill=0)
@@ -175,14 +195,20 @@ def pad_sample(sample, height:int, width:int, fill=PAD_FILL) -> tuple:
     return F.pad(image, padding, fill=list(fill)), target
 
 # %% ../../nbs/01g_data_transforms.ipynb #4585e111
-def boxes_to_original(boxes, size, orig_size) -> torch.Tensor:
-    "Map `xyxy` boxes from an input image resized to `size=(h, w)` (padding ignored) back to the original image of `orig_size=(h, w)`."
+def boxes_to_original(boxes,         # `xyxy`, in the pixels of the network input
+                      size,          # `(h, w)` of the resized image in the input (padding ignored)
+                      orig_size,     # `(h, w)` of the original image
+                     ) -> torch.Tensor:
+    "Map `xyxy` boxes from an input image resized to `size` back to the original image of `orig_size`."
     (h, w), (oh, ow) = size, orig_size
     boxes = torch.as_tensor(boxes).as_subclass(torch.Tensor).float()
     return boxes * torch.tensor([ow / w, oh / h, ow / w, oh / h], device=boxes.device)
 
-def to_original(prediction:dict, size, orig_size) -> dict:
-    "A prediction (or target) in the network input frame mapped to the original image: boxes scaled, masks cropped to `size` and resized."
+def to_original(prediction:dict,    # a prediction (or target) in the network input frame
+                size,               # `(h, w)` of the resized image in the input (padding ignored)
+                orig_size,          # `(h, w)` of the original image
+               ) -> dict:
+    "`prediction` mapped to the original image: boxes scaled, masks cropped to `size` and resized."
     out = {**prediction, 'boxes': boxes_to_original(prediction['boxes'], size, orig_size)}
     masks = prediction.get('masks')
     if masks is not None:

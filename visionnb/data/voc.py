@@ -26,13 +26,15 @@ def _voc_size(root, source, errors:list) -> tuple:
     "`(height, width)` from `<size>`, each None when missing or zero; one not a positive number also goes to `errors`."
     size = {}
     for tag in ('height', 'width'):
-        with reading(source, 'size', fix='Write the size in pixels, or remove <size> to have it read from the image', errors=errors):
+        with reading(source, 'size', fix='Write the size in pixels, or remove <size> to have it read from the image',
+                     errors=errors):
             size[tag] = parse_dim(_text(root, f'size/{tag}'), f'<{tag}>')
     return size.get('height'), size.get('width')
 
 def _edges(first:float, last:float) -> tuple:
-    "1-based inclusive pixel indices as 0-based edges: the lower pixel starts at edge index - 1, the upper ends at index."
-    # the lower index is the first pixel even when the corners are swapped: the box stays inverted, and swapping gives the true box
+    "1-based inclusive pixel indices as 0-based edges: lower pixel i starts at edge i-1, upper pixel j ends at edge j."
+    # the lower index is the first pixel even when the corners are swapped:
+    # the box stays inverted, and swapping gives the true box
     return (first - 1, last) if first <= last else (first, last - 1)
 
 def _voc_object(obj) -> tuple:
@@ -43,13 +45,15 @@ def _voc_object(obj) -> tuple:
     if box is None: raise ValueError(f'{name}: no <bndbox>')
     corners = [_text(box, k) for k in _CORNERS]
     try: x1, y1, x2, y2 = (float(c) for c in corners)
-    except (TypeError, ValueError): raise ValueError(f'{name}: <bndbox> corners are not all numbers: {dict(zip(_CORNERS, corners))}') from None
+    except (TypeError, ValueError):
+        raise ValueError(f'{name}: <bndbox> corners are not all numbers: {dict(zip(_CORNERS, corners))}') from None
     (x1, x2), (y1, y2) = _edges(x1, x2), _edges(y1, y2)
     return name, (x1, y1, x2, y2), _text(obj, 'difficult', '0').lower() in ('1', 'true', 'yes')
 
 # %% ../../nbs/01c_data_voc.ipynb #5a044fa7
 def _parse_xml(xml_file):
-    with reading(xml_file, problem='not valid XML', fix='Re-export the annotation, or remove its id from the split'): return ET.parse(xml_file).getroot()
+    with reading(xml_file, problem='not valid XML', fix='Re-export the annotation, or remove its id from the split'):
+        return ET.parse(xml_file).getroot()
 
 def _image_file(root, images_dir:Path, image_name:str) -> Path:
     "The image named by `<filename>`, falling back to `<id>.jpg` when the tag is missing or names no file."
@@ -63,11 +67,13 @@ def _voc_file_record(xml_file:Path, images_dir:Path, image_id:int) -> Record:
     root = _parse_xml(xml_file)
     objects, errors = [], []
     for i, obj in enumerate(root.findall('object')):
-        with reading(xml_file, f'object {i}', fix='Give the object a <name> and a <bndbox> of 4 numbers', errors=errors):
+        with reading(xml_file, f'object {i}', fix='Give the object a <name> and a <bndbox> of 4 numbers',
+                     errors=errors):
             objects.append((i, *_voc_object(obj)))
     height, width = _voc_size(root, xml_file, errors)
     index, names, boxes, difficult = (list(column) for column in zip(*objects)) if objects else ([] for _ in range(4))
-    return Record(_image_file(root, images_dir, xml_file.stem), height, width, boxes, np.full(len(boxes), -1), difficult=difficult,
+    return Record(_image_file(root, images_dir, xml_file.stem), height, width, boxes, np.full(len(boxes), -1),
+                  difficult=difficult,
                   ann_ids=[f'object {i} ({n})' for i, n in zip(index, names)], image_id=image_id, source=str(xml_file),
                   read_errors=[(e.entry, e.details) for e in errors], source_classes=names)
 
@@ -75,13 +81,17 @@ def _voc_file_record(xml_file:Path, images_dir:Path, image_id:int) -> Record:
 def _split_ids(root:Path, split) -> tuple[list, Path|None]:
     "The image ids of `split` and the file listing them (`split=None`: every XML in `Annotations`)."
     if split is None:
-        if not (root/'Annotations').is_dir(): raise DatasetError(root, 'no Annotations folder', fix='Point `root` at the folder that holds Annotations/ and JPEGImages/')
+        if not (root/'Annotations').is_dir():
+            raise DatasetError(root, 'no Annotations folder',
+                               fix='Point `root` at the folder that holds Annotations/ and JPEGImages/')
         return sorted(p.stem for p in (root/'Annotations').glob('*.xml')), None
     split_file = root/'ImageSets'/'Main'/f'{split}.txt'
     if not split_file.exists():
         have = sorted(p.stem for p in split_file.parent.glob('*.txt') if '_' not in p.stem)
-        raise DatasetError(split_file, 'split file not found', fix=f'Use one of the splits {have}, or split=None to read every XML in Annotations/')
-    with reading(split_file, fix='Save the split as UTF-8 text, one image id a line'): lines = split_file.read_text(encoding='utf-8').splitlines()
+        raise DatasetError(split_file, 'split file not found',
+                           fix=f'Use one of the splits {have}, or split=None to read every XML in Annotations/')
+    with reading(split_file, fix='Save the split as UTF-8 text, one image id a line'):
+        lines = split_file.read_text(encoding='utf-8').splitlines()
     # per-class lists (`aeroplane_train.txt`) have a second column; the id is always the first
     return [line.split()[0] for line in lines if line.strip()], split_file
 
@@ -93,7 +103,8 @@ def voc_records(root, split='trainval', classes=None) -> Records:
     for image_id, name in enumerate(ids):
         xml_file = root/'Annotations'/f'{name}.xml'
         if not xml_file.exists():
-            errors.append(DatasetError(split_file, f'no annotation file Annotations/{name}.xml', entry=name, fix='Add the XML, or remove the id from the split'))
+            errors.append(DatasetError(split_file, f'no annotation file Annotations/{name}.xml', entry=name,
+                                       fix='Add the XML, or remove the id from the split'))
             continue
         # a file that cannot be read at all is one entry of the dataset lost (and reported), not the end of reading
         with reading(xml_file, fix='Re-export the annotation, or remove its id from the split', errors=errors):

@@ -24,27 +24,37 @@ def _default_label_dir(img_dir:Path) -> Path:
     return Path(*parts[:i], 'labels', *parts[i + 1:])
 
 def _image_files(img_dir:Path) -> list[Path]:
-    if not img_dir.is_dir(): raise DatasetError(img_dir, 'image folder not found', fix='Pass the folder that holds the images (e.g. dataset/images/train)')
+    if not img_dir.is_dir():
+        raise DatasetError(img_dir, 'image folder not found',
+                           fix='Pass the folder that holds the images (e.g. dataset/images/train)')
     return sorted(p for p in img_dir.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 # %% ../../nbs/01d_data_yolo.ipynb #06ee9691
 def _names_from_yaml(path:Path) -> list[str]:
     import yaml   # PyYAML comes with fastai
-    with reading(path, problem='not a YAML mapping', fix='Check the data.yaml syntax'): names = (yaml.safe_load(path.read_text(encoding='utf-8')) or {}).get('names')
+    with reading(path, problem='not a YAML mapping', fix='Check the data.yaml syntax'):
+        names = (yaml.safe_load(path.read_text(encoding='utf-8')) or {}).get('names')
     if isinstance(names, dict):
         keys = sorted(int(k) for k in names)
-        if keys != list(range(len(keys))): raise DatasetError(path, f'`names` keys {keys} are not 0..{len(keys)-1}', entry='names', fix='Number the classes from 0 without gaps')
+        if keys != list(range(len(keys))):
+            raise DatasetError(path, f'`names` keys {keys} are not 0..{len(keys)-1}', entry='names',
+                               fix='Number the classes from 0 without gaps')
         return [str(names[k] if k in names else names[str(k)]) for k in keys]
-    if not isinstance(names, list): raise DatasetError(path, '`names` is missing or not a list or dict', entry='names', fix='Add `names: [class0, class1, ...]`')
+    if not isinstance(names, list):
+        raise DatasetError(path, '`names` is missing or not a list or dict', entry='names',
+                           fix='Add `names: [class0, class1, ...]`')
     return [str(n) for n in names]
 
 def yolo_classes(classes) -> list[str]|None:
     "Class names from a list, a `classes.txt` path or a `data.yaml` path (None stays None)."
-    if classes is None or isinstance(classes, (list, tuple)): return None if classes is None else [str(c) for c in classes]
+    if classes is None or isinstance(classes, (list, tuple)):
+        return None if classes is None else [str(c) for c in classes]
     path = Path(classes)
-    if not path.exists(): raise DatasetError(path, 'class list not found', fix='Pass a list of names, classes.txt or data.yaml')
+    if not path.exists():
+        raise DatasetError(path, 'class list not found', fix='Pass a list of names, classes.txt or data.yaml')
     if path.suffix.lower() in ('.yaml', '.yml'): return _names_from_yaml(path)
-    with reading(path, fix='Save the class list as UTF-8 text, one name a line'): lines = path.read_text(encoding='utf-8').splitlines()
+    with reading(path, fix='Save the class list as UTF-8 text, one name a line'):
+        lines = path.read_text(encoding='utf-8').splitlines()
     return [line.strip() for line in lines if line.strip()]
 
 # %% ../../nbs/01d_data_yolo.ipynb #9672b3f0
@@ -56,7 +66,8 @@ def _parse_line(line:str, size) -> tuple:
     if not cls.is_integer(): raise ValueError(f'class {tokens[0]} is not an integer')   # nor inf or nan
     h, w = size
     # float64 until the end, so that exact fractions (0.65 * 60) give exact pixels
-    if len(values) == 4: return int(cls), denormalize_boxes(cxcywh2xyxy(values), size)[0].numpy().astype(np.float32), None
+    if len(values) == 4:
+        return int(cls), denormalize_boxes(cxcywh2xyxy(values), size)[0].numpy().astype(np.float32), None
     if len(values) >= 6 and len(values) % 2 == 0:
         points = values.reshape(-1, 2) * (w, h)
         return int(cls), np.concatenate([points.min(0), points.max(0)]).astype(np.float32), [points.ravel().tolist()]
@@ -68,16 +79,20 @@ _LINE_FIX = 'Write `class cx cy w h` (or `class x1 y1 x2 y2 ...`) with an intege
 def _yolo_file_record(img_file:Path, label_file:Path, image_id:int) -> tuple[Record, list]:
     "The `Record` of one image (labels: class indexes) and its polygons; a `DatasetError` for an unreadable label file."
     annotated = label_file.exists()
-    with reading(label_file, fix='Save the label file as UTF-8 text'): lines = label_file.read_text(encoding='utf-8').splitlines() if annotated else []
+    with reading(label_file, fix='Save the label file as UTF-8 text'):
+        lines = label_file.read_text(encoding='utf-8').splitlines() if annotated else []
     try: size = image_size(img_file)
     except DatasetError as e:
         # without the image's size normalised coordinates cannot become pixels
-        return Record(img_file, image_id=image_id, source=str(label_file), read_errors=[('image', f'{e.problem}: labels not read')], annotated=annotated), []
+        return Record(img_file, image_id=image_id, source=str(label_file),
+                      read_errors=[('image', f'{e.problem}: labels not read')], annotated=annotated), []
     objects, errors = [], []
     for n, line in enumerate(lines, 1):
         if not line.strip(): continue
-        with reading(label_file, f'line {n}', fix=_LINE_FIX, errors=errors): objects.append((f'line {n}', *_parse_line(line, size)))
-    ann_ids, classes, boxes, polygons = (list(column) for column in zip(*objects)) if objects else ([] for _ in range(4))
+        with reading(label_file, f'line {n}', fix=_LINE_FIX, errors=errors):
+            objects.append((f'line {n}', *_parse_line(line, size)))
+    ann_ids, classes, boxes, polygons = (
+        (list(column) for column in zip(*objects)) if objects else ([] for _ in range(4)))
     rec = Record(img_file, *size, boxes, classes, ann_ids=ann_ids, image_id=image_id, source=str(label_file),
                  read_errors=[(e.entry, e.details) for e in errors], source_classes=classes, annotated=annotated)
     return rec, polygons
@@ -85,16 +100,20 @@ def _yolo_file_record(img_file:Path, label_file:Path, image_id:int) -> tuple[Rec
 def _orphan_labels(label_dir:Path, used:set, img_dir:Path) -> list:
     "`(label file, entry, problem)` for every label file no image uses."
     if label_dir == img_dir: return []   # darknet layout: other .txt files may sit beside the images
-    return [(p, p.stem, f'no image with this stem in {img_dir}') for p in sorted(label_dir.rglob('*.txt')) if p not in used]
+    return [(p, p.stem, f'no image with this stem in {img_dir}')
+            for p in sorted(label_dir.rglob('*.txt')) if p not in used]
 
 # %% ../../nbs/01d_data_yolo.ipynb #b8447e68
 def _label_files(img_dir:Path, label_dir:Path) -> list[tuple[Path, Path]]:
     "`(image, label file)` pairs; a `DatasetError` when no image has a label file (the label folder is wrong)."
     pairs = [(img, (label_dir/img.relative_to(img_dir)).with_suffix('.txt')) for img in _image_files(img_dir)]
     if pairs and not any(label.exists() for _, label in pairs):
-        raise DatasetError(label_dir, f'none of the {len(pairs)} images in {img_dir} has a label file (<image stem>.txt) in this folder',
-                           fix="Pass the folder of the label files (label_dir=, --img-dir on the command line), or use the Ultralytics "
-                               "layout: images in dataset/images/<split>, labels in dataset/labels/<split>")
+        raise DatasetError(label_dir,
+                           f'none of the {len(pairs)} images in {img_dir} has a label file '
+                           '(<image stem>.txt) in this folder',
+                           fix="Pass the folder of the label files (label_dir=, --img-dir on the command line), "
+                               "or use the Ultralytics layout: images in dataset/images/<split>, "
+                               "labels in dataset/labels/<split>")
     return pairs
 
 def yolo_records(img_dir, label_dir=None, classes=None) -> Records:
@@ -105,11 +124,12 @@ def yolo_records(img_dir, label_dir=None, classes=None) -> Records:
     items, polygons, errors = [], [], []
     pairs = _label_files(img_dir, label_dir)
     for image_id, (img_file, label_file) in enumerate(pairs):
-        # an unreadable label file loses its image's labels: one entry reported, not an image passed off as a background image
+        # an unreadable label file loses its image's labels: one entry reported, not an image passed off as background
         with reading(label_file, errors=errors):
             rec, polys = _yolo_file_record(img_file, label_file, image_id)
             items.append(rec); polygons.append(polys)
-    if vocab is None: vocab = [str(i) for i in range(max((int(r.labels.max()) + 1 for r in items if len(r)), default=0))]
+    if vocab is None:
+        vocab = [str(i) for i in range(max((int(r.labels.max()) + 1 for r in items if len(r)), default=0))]
     for rec in items: rec.labels[(rec.labels < 0) | (rec.labels >= len(vocab))] = -1
     if any(p is not None for polys in polygons for p in polys):
         for rec, polys in zip(items, polygons): rec.segments = [p or [] for p in polys]

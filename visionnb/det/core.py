@@ -22,7 +22,7 @@ __all__ = ['BACKBONE_SETTINGS', 'NECK_SETTINGS', 'gn_groups', 'conv_tower', 'pre
 def gn_groups(channels:int, # the width of the normalized layer
               most:int=32,  # the most groups (the paper's 32)
              ) -> int:
-    "GroupNorm's group count for `channels`: as many groups as divide them, up to `most`, with 2 channels or more in each."
+    "GroupNorm's group count for `channels`: as many groups as divide them, up to `most`, >= 2 channels in each."
     return max((g for g in range(1, most + 1) if channels % g == 0 and channels // g >= 2), default=1)
 
 def _norm(kind:str|None, channels:int) -> list[nn.Module]:
@@ -31,86 +31,120 @@ def _norm(kind:str|None, channels:int) -> list[nn.Module]:
     if kind == 'bn': return [nn.BatchNorm2d(channels)]
     raise ValueError(f"unknown head normalization {kind!r}: use None, 'gn' or 'bn'")
 
-def conv_tower(channels:int, num_convs:int=4, norm:str|None=None, bias:bool|None=None) -> nn.Sequential:
-    "`num_convs` blocks of 3x3 conv, optional norm (`'gn'`, `'bn'`) and ReLU, each a `Sequential` (`conv.{i}.0` is the conv); convs have a bias when there is no norm, unless `bias` says."
+def conv_tower(channels:int,         # the width of every conv, in and out
+               num_convs:int=4,      # how many blocks
+               norm:str|None=None,   # each block's norm: `'gn'`, `'bn'` or None
+               bias:bool|None=None,  # whether the convs have a bias (None: when there is no norm)
+              ) -> nn.Sequential:    # blocks, each a `Sequential` (`conv.{i}.0` is the conv)
+    "`num_convs` blocks of 3x3 conv, optional norm and ReLU."
     bias = norm is None if bias is None else bias
-    blocks = [nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=bias), *_norm(norm, channels), nn.ReLU(inplace=True))
+    blocks = [nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=bias), *_norm(norm, channels),
+                            nn.ReLU(inplace=True))
               for _ in range(num_convs)]
     for block in blocks: nn.init.normal_(block[0].weight, std=0.01)
     for block in blocks:
         if block[0].bias is not None: nn.init.zeros_(block[0].bias)
     return nn.Sequential(*blocks)
 
-def predictor(channels:int, outputs:int, prior_probability:float|None=None) -> nn.Conv2d:
-    "The 3x3 output conv of a head branch; with `prior_probability`, its bias makes every sigmoid start at that probability."
+def predictor(channels:int,                    # the input width
+              outputs:int,                     # the output channels
+              prior_probability:float|None=None, # the bias makes every sigmoid start at this probability (None: 0 bias)
+             ) -> nn.Conv2d:
+    "The 3x3 output conv of a head branch."
     conv = nn.Conv2d(channels, outputs, 3, padding=1)
     nn.init.normal_(conv.weight, std=0.01)
-    nn.init.constant_(conv.bias, 0. if prior_probability is None else -math.log((1 - prior_probability) / prior_probability))
+    nn.init.constant_(conv.bias,
+                      0. if prior_probability is None else -math.log((1 - prior_probability) / prior_probability))
     return conv
 
 # %% ../../nbs/20_det_core.ipynb #e71b9a79
-def flatten_levels(maps:list, k:int) -> torch.Tensor:
-    "Per-level head maps `[B, A*k, h, w]` to one `[B, sum(h*w*A), k]` tensor, levels in order, positions row-major, anchors innermost."
-    return torch.cat([m.view(m.shape[0], -1, k, *m.shape[-2:]).permute(0, 3, 4, 1, 2).reshape(m.shape[0], -1, k) for m in maps], 1)
+def flatten_levels(maps:list, # per-level head maps `[B, A*k, h, w]`
+                   k:int,     # the values per anchor
+                  ) -> torch.Tensor: # `[B, sum(h*w*A), k]`: levels in order, positions row-major, anchors innermost
+    "Per-level head maps to one tensor of `k` values per prior."
+    return torch.cat([m.view(m.shape[0], -1, k, *m.shape[-2:]).permute(0, 3, 4, 1, 2).reshape(m.shape[0], -1, k)
+                      for m in maps], 1)
 
 # %% ../../nbs/20_det_core.ipynb #00bb39d9
-def pad_targets(targets, device=None, min_objects:int=0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "`(boxes [B, M, 4], labels [B, M], mask [B, M])` of a batch of target dicts, padded to the largest object count `M` (at least `min_objects`)."
+def pad_targets(targets,           # a batch of target dicts (`boxes`, `labels`)
+                device=None,       # where the tensors go (None: the first target's boxes' device)
+                min_objects:int=0, # the least object count `M` to pad to
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # `(boxes [B, M, 4], labels [B, M], mask [B, M])`
+    "A batch of target dicts as tensors, padded to the largest object count `M` (labels -1, mask False)."
     device = device or (targets[0]['boxes'].device if len(targets) else None)
     m = max([len(t['boxes']) for t in targets] + [min_objects])
-    boxes, labels = torch.zeros(len(targets), m, 4, device=device), torch.full((len(targets), m), -1, dtype=torch.int64, device=device)
+    boxes, labels = (torch.zeros(len(targets), m, 4, device=device),
+                     torch.full((len(targets), m), -1, dtype=torch.int64, device=device))
     mask = torch.zeros(len(targets), m, dtype=torch.bool, device=device)
     for i, t in enumerate(targets):
         n = len(t['boxes'])
-        boxes[i, :n], labels[i, :n], mask[i, :n] = t['boxes'].as_subclass(torch.Tensor), t['labels'].as_subclass(torch.Tensor), True
+        boxes[i, :n], labels[i, :n], mask[i, :n] = (t['boxes'].as_subclass(torch.Tensor),
+                                                    t['labels'].as_subclass(torch.Tensor), True)
     return boxes, labels, mask
 
-def check_labels(gt_labels:torch.Tensor, gt_mask:torch.Tensor, num_classes:int):
-    "Raise a `ValueError` naming the fix when a real box of the padded batch has a label outside `0..num_classes-1` (-1: a class unknown to the dataset)."
+def check_labels(gt_labels:torch.Tensor, # `[B, M]` the padded batch's labels (-1: a class unknown to the dataset)
+                 gt_mask:torch.Tensor,   # `[B, M]` which entries are real boxes
+                 num_classes:int):       # the model's class count
+    "Raise a `ValueError` naming the fix when a real box has a label outside `0..num_classes-1`."
     unknown = gt_mask & ((gt_labels < 0) | (gt_labels >= num_classes))
     if unknown.any():
-        raise ValueError(f"labels {gt_labels[unknown].unique().tolist()} are not classes of this model ({num_classes}): "
-                         "run check_dataset(records, policy='skip') to drop unknown classes, or add them to the vocab")
+        raise ValueError(
+            f"labels {gt_labels[unknown].unique().tolist()} are not classes of this model ({num_classes}): "
+            "run check_dataset(records, policy='skip') to drop unknown classes, or add them to the vocab")
 
-def positive_pairs(matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor) -> tuple:
-    "`(image, prior, boxes, labels)` of every positive of the assignment `matched [B, N]` (index into `M`, negative for none): where it is, its object's box and class."
+def positive_pairs(matched:torch.Tensor,   # `[B, N]` the assignment: an index into `M`, negative for none
+                   gt_boxes:torch.Tensor,  # `[B, M, 4]` the padded boxes
+                   gt_labels:torch.Tensor, # `[B, M]` the padded labels
+                  ) -> tuple:              # `(image, prior, boxes, labels)`: where it is, its object's box and class
+    "Every positive of an assignment, with its object."
     image, prior = (matched >= 0).nonzero(as_tuple=True)
     index = matched[image, prior]
     return image, prior, gt_boxes[image, index], gt_labels[image, index]
 
 # %% ../../nbs/20_det_core.ipynb #a463a002
-def batch_normalizer(count):
-    "A loss normaliser: `count` (positives, summed weights), at least 1; in distributed training, the mean of `count` over all processes, so every process divides by the same number."
+def batch_normalizer(count): # what the loss divides by (positives, summed weights): a number or a tensor
+    "A loss normaliser: `count`, at least 1; distributed, its mean over all processes, so all divide by the same."
     if not (torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return count.clamp(min=1) if torch.is_tensor(count) else max(1, count)
-    device = count.device if torch.is_tensor(count) else torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else None
+    device = (count.device if torch.is_tensor(count)
+              else torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else None)
     total = torch.as_tensor(count, dtype=torch.float32, device=device).detach().clone()
     dist.all_reduce(total)
     return (total / dist.get_world_size()).clamp(min=1)
 
 # %% ../../nbs/20_det_core.ipynb #3a67b48c
-def weighted_sum(losses:torch.Tensor, weight:torch.Tensor|None=None) -> torch.Tensor:
-    "`losses.sum()`, each loss first multiplied by `weight` (matching the leading dimensions of `losses`, broadcast over the others); None: a plain sum."
+def weighted_sum(losses:torch.Tensor,           # the losses to sum
+                 weight:torch.Tensor|None=None, # matches the leading dimensions of `losses`, broadcast over the others
+                ) -> torch.Tensor:
+    "`losses.sum()`, each loss first multiplied by `weight`; None: a plain sum."
     if weight is None: return losses.sum()
     return (losses * weight.reshape(weight.shape + (1,) * (losses.dim() - weight.dim()))).sum()
 
-def image_prior_weight(prior_weight:torch.Tensor|None, matched:torch.Tensor) -> torch.Tensor|None:
-    "`prior_weight [N]` expanded to the assignment's `[B, N]`, so that `weight[image, prior]` picks the weight of each positive; None stays None."
+def image_prior_weight(prior_weight:torch.Tensor|None, # `[N]` a weight per prior; None stays None
+                       matched:torch.Tensor,           # `[B, N]` the assignment
+                      ) -> torch.Tensor|None:
+    "`prior_weight` expanded to `[B, N]`, so that `weight[image, prior]` picks the weight of each positive."
     return None if prior_weight is None else prior_weight.to(matched.device).expand(matched.shape)
 
 # %% ../../nbs/20_det_core.ipynb #a46b7f7a
 def at_most(k:int, x:torch.Tensor, dim:int):
-    "`min(k, x.shape[dim])`: a Python `min` eagerly, a clamp of the shape in the graph while tracing (a Python `min` would freeze the traced size)."
+    "`min(k, x.shape[dim])`: a Python `min` eagerly, a clamp of the shape in the graph while tracing."
+    # a Python `min` would freeze the traced size
     if not torch.jit.is_tracing(): return min(k, x.shape[dim])
     return torch.clamp(torch._shape_as_tensor(x)[dim], max=k)
 
-def top_candidates(scores:torch.Tensor, level_counts, topk:int=1000, score_thresh:float=0.05) -> tuple:
-    "Per level and image, the `topk` best `(prior index, label, score)` of `scores [B, N, C]` above `score_thresh`; `keep [B, K]` marks those above it."
+def top_candidates(scores:torch.Tensor,     # `[B, N, C]` per-class scores of every prior
+                   level_counts,            # the priors per level
+                   topk:int=1000,           # how many candidates per level and image
+                   score_thresh:float=0.05, # what `keep` requires
+                  ) -> tuple: # `(prior index, label, score, keep)`, each `[B, K]`; `keep`: above `score_thresh`
+    "Per level and image, the `topk` best `(prior index, label, score)` of `scores`."
     priors, labels, values, offset = [], [], [], 0
     for level in scores.split(list(level_counts), dim=1):   # counts stay graph values when traced: no `int()`
         flat = level.flatten(1)
         best, index = flat.topk(at_most(topk, flat, 1), dim=1)
-        priors.append(torch.div(index, scores.shape[-1], rounding_mode='floor') + offset); labels.append(index % scores.shape[-1]); values.append(best)
+        priors.append(torch.div(index, scores.shape[-1], rounding_mode='floor') + offset)
+        labels.append(index % scores.shape[-1]); values.append(best)
         offset = offset + level.shape[1]
     values = torch.cat(values, 1)
     return torch.cat(priors, 1), torch.cat(labels, 1), values, values > score_thresh
@@ -123,22 +157,30 @@ def clip_to_sizes(boxes:torch.Tensor, sizes) -> torch.Tensor:
     y = boxes[..., 1::2].clamp(min=zero).minimum(hw[:, None, None, 0])
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
 
-def batched_detections(boxes:torch.Tensor, scores:torch.Tensor, labels:torch.Tensor, keep:torch.Tensor, nms_thresh:float=0.5,
-                       max_detections:int=100) -> list[dict]:
-    "Per-image detections from candidates `[B, K]`: class-wise NMS of the `keep` entries of each image, the best `max_detections` of each."
+def batched_detections(boxes:torch.Tensor,     # `[B, K, 4]` the candidates' boxes
+                       scores:torch.Tensor,    # `[B, K]` their scores
+                       labels:torch.Tensor,    # `[B, K]` their classes
+                       keep:torch.Tensor,      # `[B, K]` which candidates take part
+                       nms_thresh:float=0.5,   # the IoU above which NMS drops the lesser box of a class
+                       max_detections:int=100, # the most detections per image
+                      ) -> list[dict]:         # per image: `boxes`, `scores`, `labels`
+    "Per-image detections from candidates: class-wise NMS of the `keep` entries of each image, the best of each."
     image = torch.arange(boxes.shape[0], device=boxes.device)[:, None].expand_as(labels)[keep]
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     kept = batched_nms(boxes, scores, image * (int(labels.max()) + 1 if len(labels) else 1) + labels, nms_thresh)
     kept = kept[torch.argsort(image[kept], stable=True)]   # grouped by image, best first within each
     counts = torch.bincount(image[kept], minlength=len(keep)).tolist()
-    return [dict(boxes=boxes[k], scores=scores[k], labels=labels[k]) for k in (g[:max_detections] for g in kept.split(counts))]
+    return [dict(boxes=boxes[k], scores=scores[k], labels=labels[k])
+            for k in (g[:max_detections] for g in kept.split(counts))]
 
 # %% ../../nbs/20_det_core.ipynb #a3554cfe
 class Detector(nn.Module):
-    "What every detector has: class names `vocab`, `loss`, `postprocess`, `predict`, and answers to what outer layers ask."
-    postprocess_settings = ('score_thresh', 'nms_thresh', 'max_detections')   # what postprocess reads: an export saves them
+    "What every detector has: class names `vocab`, `loss`, `postprocess`, `predict`, and answers to outer layers."
+    # what postprocess reads: an export saves them
+    postprocess_settings = ('score_thresh', 'nms_thresh', 'max_detections')
     predicts_masks = False   # the learner evaluates masks (COCO segm) beside boxes
-    graph_kind = None        # what an exported graph ends with: 'detections' (boxes for NMS) or 'instances' (masks, own NMS)
+    # what an exported graph ends with: 'detections' (boxes for NMS) or 'instances' (masks, own NMS)
+    graph_kind = None
     location_predictions = None   # a method of detectors that score every location (what a CAM targets)
 
     def __init__(self, vocab):
@@ -163,8 +205,11 @@ class Detector(nn.Module):
         "Detections (`boxes`, `scores`, `labels`) per image, boxes clipped to each image's unpadded `(h, w)`."
         raise NotImplementedError
 
-    def padded_targets(self, targets, device=None, min_objects:int=0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        "`pad_targets` of the batch's target dicts, refusing labels that are not classes of this model (`check_labels`)."
+    def padded_targets(self, targets,           # the batch's target dicts
+                       device=None,             # where the tensors go (as `pad_targets`)
+                       min_objects:int=0,       # the least object count to pad to
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # `(boxes, labels, mask)` of `pad_targets`
+        "`pad_targets`, refusing labels that are not classes of this model (`check_labels`)."
         gt_boxes, gt_labels, gt_mask = pad_targets(targets, device, min_objects)
         check_labels(gt_labels, gt_mask, self.num_classes)
         return gt_boxes, gt_labels, gt_mask
@@ -174,11 +219,11 @@ class Detector(nn.Module):
         return dict(outputs)
 
     def graph_candidates(self, outputs:dict) -> tuple:
-        "`(boxes [B, K, 4], scores [B, K], labels [B, K])`: what an exported graph's NMS chooses from (`graph_kind='detections'`)."
+        "`(boxes [B, K, 4], scores [B, K], labels [B, K])`: what a graph's NMS chooses from (graph_kind 'detections')."
         raise NotImplementedError
 
     def graph_instances(self, outputs:dict, max_detections:int) -> tuple:
-        "The graph's padded instances `(num_detections, scores, labels, mask probabilities)` (`graph_kind='instances'`)."
+        "The graph's padded instances `(num_detections, scores, labels, mask probabilities)` (graph_kind 'instances')."
         raise NotImplementedError
 
     def graph_settings(self) -> dict:
@@ -187,7 +232,8 @@ class Detector(nn.Module):
 
     def prior_levels(self, outputs:dict) -> tuple[list[int], list[str]]:
         "`(counts, names)`: how many priors of `outputs` each pyramid level holds, and the levels' names."
-        raise TypeError(f'{type(self).__name__} does not predict on a pyramid of levels: the loss splits by level for dense detectors and SOLOv2')
+        raise TypeError(f'{type(self).__name__} does not predict on a pyramid of levels: '
+                        'the loss splits by level for dense detectors and SOLOv2')
 
     def prior_assignment(self, outputs:dict, targets) -> torch.Tensor:
         "`[B, N]` the box each prior learns for the batch's `targets` (negative for none), by the detector's own rule."
@@ -202,7 +248,7 @@ class Detector(nn.Module):
         finally: self.train(training)
 
 class DenseDetector(Detector):
-    "Backbone, neck and a head shared by all levels; `forward(images)` gives the flattened head outputs and the priors of that input size."
+    "Backbone, neck and a head shared by all levels; `forward` gives flat head outputs and that input size's priors."
     postprocess_settings = ('score_thresh', 'nms_thresh', 'topk', 'max_detections')
     graph_kind = 'detections'
     def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab):
@@ -220,26 +266,33 @@ class DenseDetector(Detector):
         if key not in self._priors: self._priors = {key: self.priors(image_size, feature_sizes, device, dtype)}
         return self._priors[key]
 
-    def forward(self, images:torch.Tensor) -> dict:
-        "Head outputs `[B, N, ...]` for a batch of normalized images, with `priors [N, ...]` and `level_counts` (priors per level)."
+    def forward(self, images:torch.Tensor, # a batch of normalized images
+               ) -> dict: # head outputs `[B, N, ...]`, with `priors [N, ...]` and `level_counts` (priors per level)
+        "The flattened head outputs of `images`, with the priors of their size."
         features = self.neck(self.backbone(images))
         outputs = self.head(features)
         feature_sizes = [tuple(f.shape[-2:]) for f in features]
-        # traced (ONNX export), the priors must follow the input's shape: a cached tensor would become a constant of the graph
+        # traced (ONNX export), the priors must follow the input's shape:
+        # a cached tensor would become a constant of the graph
         make_priors = self.priors if torch.jit.is_tracing() else self._cached_priors
         priors = make_priors(tuple(images.shape[-2:]), feature_sizes, images.device, images.dtype)
         per_position = priors.shape[0] // sum(h * w for h, w in feature_sizes)
-        # a tensor, not a list of ints: fastai's `to_float` (mixed precision) and `to_detach` map over every leaf of the outputs;
-        # stacked from the shapes, so that a trace keeps the counts graph values
+        # a tensor, not a list of ints: fastai's `to_float` (mixed precision) and `to_detach` map over every leaf
+        # of the outputs; stacked from the shapes, so that a trace keeps the counts graph values
         counts = torch.stack([torch.as_tensor(h * w * per_position) for h, w in feature_sizes])
         return dict(outputs, priors=priors, level_counts=counts)
 
-    def scoring(self, outputs:dict) -> tuple:
-        "`(scores [B, N, C], decode)`: per-class scores and `decode(prior indices [B, K], their regression outputs) -> boxes`."
+    def scoring(self, outputs:dict,
+               ) -> tuple: # `(scores [B, N, C], decode)`; `decode(prior indices [B, K], their regressions) -> boxes`
+        "Per-class scores of every prior, and how to decode a prior's box."
         raise NotImplementedError
 
-    def candidates(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> tuple:
-        "`(boxes [B, K, 4], scores, labels, keep)`: per level the `topk` best of `scores [B, N, C]`, boxes `decode(prior indices [B, K], their regression outputs)` clipped, `keep` above `score_thresh`."
+    def candidates(self, scores:torch.Tensor, # `[B, N, C]` per-class scores
+                   outputs:dict,              # the head outputs (`level_counts`, `bbox_regression`)
+                   decode,                    # `decode(prior indices [B, K], their regression outputs) -> boxes`
+                   image_sizes,               # each image's unpadded `(h, w)`: the boxes are clipped to it
+                  ) -> tuple:                 # `(boxes [B, K, 4], scores, labels, keep)`; `keep`: above `score_thresh`
+        "Per level the `topk` best of `scores`, their boxes decoded and clipped."
         priors, labels, values, keep = top_candidates(scores, outputs['level_counts'], self.topk, self.score_thresh)
         return clip_to_sizes(self._decoded(priors, outputs, decode), image_sizes), values, labels, keep
 
@@ -250,10 +303,11 @@ class DenseDetector(Detector):
 
     def detections(self, scores:torch.Tensor, outputs:dict, decode, image_sizes) -> list[dict]:
         "Per image: class-wise NMS of the `candidates` above `score_thresh`, the best `max_detections`."
-        return batched_detections(*self.candidates(scores, outputs, decode, image_sizes), self.nms_thresh, self.max_detections)
+        return batched_detections(*self.candidates(scores, outputs, decode, image_sizes), self.nms_thresh,
+                                  self.max_detections)
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Per-image detections: the `scoring` of the outputs through `detections` (per level the best, decoded, clipped, class-wise NMS)."
+        "Per-image detections: `scoring` through `detections` (per level the best, decoded, clipped, class-wise NMS)."
         scores, decode = self.scoring(outputs)
         return self.detections(scores, outputs, decode, image_sizes)
 
@@ -277,7 +331,8 @@ class DenseDetector(Detector):
         "The modules a CAM can look at, by name: the backbone's stages (deepest first), then the pyramid's levels."
         stages = feature_stages(self.backbone.body, 'backbone.body.')
         levels = zip((f'neck.{n}' for n in self.neck.level_modules()), self.strides)
-        return {**{n: f'backbone stage, stride {s}' for n, s in stages}, **{n: f'pyramid level, stride {s}' for n, s in levels}}
+        return {**{n: f'backbone stage, stride {s}' for n, s in stages},
+                **{n: f'pyramid level, stride {s}' for n, s in levels}}
 
     def prior_levels(self, outputs:dict) -> tuple[list[int], list[str]]:
         "Priors per level from `level_counts`; levels named `P3`, `P4`, ... by their strides."
@@ -289,17 +344,26 @@ class DenseDetector(Detector):
         return self.assign(outputs, gt_boxes, gt_mask)
 
 # %% ../../nbs/20_det_core.ipynb #5db465ca
-def pyramid(backbone='resnet50', out_indices:int|tuple=3, channels:int=256, neck:str='fpn', extra_levels:int=2, extra_from:str='p5',
-            **backbone_kwargs) -> tuple[Backbone, nn.Module]:
-    "A `Backbone` (last 3 levels by default) and an FPN or PAFPN `channels` wide with `extra_levels` from `'p5'` or `'c5'`."
-    body = backbone if isinstance(backbone, Backbone) else Backbone(backbone, out_indices=out_indices, **backbone_kwargs)
+def pyramid(backbone='resnet50',       # a `Backbone` arch name, or a built `Backbone`
+            out_indices:int|tuple=3,   # the backbone levels the neck takes (3: the last 3)
+            channels:int=256,          # the neck's width
+            neck:str='fpn',            # `'fpn'` or `'pafpn'`
+            extra_levels:int=2,        # levels the neck adds above the backbone's
+            extra_from:str='p5',       # what the extra levels start from: `'p5'` or `'c5'`
+            **backbone_kwargs,
+           ) -> tuple[Backbone, nn.Module]:
+    "A `Backbone` (given `backbone_kwargs`) and an FPN or PAFPN on top of it."
+    body = (backbone if isinstance(backbone, Backbone)
+            else Backbone(backbone, out_indices=out_indices, **backbone_kwargs))
     necks = dict(fpn=FPN, pafpn=PAFPN)
     if neck not in necks: raise ValueError(f"unknown neck {neck!r}: use one of {list(necks)}")
-    return body, necks[neck](body.channels, channels, extra_levels=extra_levels, extra_from=extra_from, in_strides=body.strides)
+    return body, necks[neck](body.channels, channels, extra_levels=extra_levels, extra_from=extra_from,
+                             in_strides=body.strides)
 
 def from_torchvision_keys(state_dict:dict) -> dict:
-    "A torchvision detector's state dict with its backbone and FPN keys renamed to ours (`backbone.fpn.` -> `neck.`); head keys unchanged."
-    return {('neck.' + k[len('backbone.fpn.'):] if k.startswith('backbone.fpn.') else k): v for k, v in state_dict.items()}
+    "A torchvision detector's state dict, its FPN keys renamed to ours (`backbone.fpn.` -> `neck.`), the rest as is."
+    return {('neck.' + k[len('backbone.fpn.'):] if k.startswith('backbone.fpn.') else k): v
+            for k, v in state_dict.items()}
 
 # %% ../../nbs/20_det_core.ipynb #a3ac41d8
 BACKBONE_SETTINGS = dict(out_indices=3, frozen_stages=-1, frozen_bn=False, norm_eval=False, backbone_kwargs=None)
@@ -310,10 +374,12 @@ def detector_pyramid(backbone,        # a `Backbone` arch name (or a built `Back
                      channels:int,    # the pyramid's width
                      kwargs:dict,     # the factory's keyword arguments: the shared settings are taken from them
                      **defaults,      # the factory's own defaults for the shared settings
-                    ) -> tuple[Backbone, nn.Module, dict]:
-    "`(backbone, neck, the model's kwargs)`: the one way every factory builds its pyramid from the shared settings."
+                    ) -> tuple[Backbone, nn.Module, dict]: # `(backbone, neck, the model's kwargs)`
+    "The one way every factory builds its pyramid from the shared settings."
     given = {**BACKBONE_SETTINGS, **NECK_SETTINGS, **defaults, **kwargs}
     settings, neck = ({k: given.pop(k) for k in names} for names in (BACKBONE_SETTINGS, NECK_SETTINGS))
-    extra = settings.pop('backbone_kwargs') or {}   # its own names, such as our ResNets' `channels`: kept apart from the pyramid's
-    body = backbone if isinstance(backbone, Backbone) else Backbone(backbone, pretrained=pretrained, **{**settings, **extra})
+    # its own names, such as our ResNets' `channels`: kept apart from the pyramid's
+    extra = settings.pop('backbone_kwargs') or {}
+    body = (backbone if isinstance(backbone, Backbone)
+            else Backbone(backbone, pretrained=pretrained, **{**settings, **extra}))
     return (*pyramid(body, channels=channels, **neck), given)

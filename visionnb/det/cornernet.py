@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
-from .core import Detector, at_most, batch_normalizer, batched_detections, clip_to_sizes, detector_pyramid, BACKBONE_SETTINGS, NECK_SETTINGS
+from .core import (Detector, at_most, batch_normalizer, batched_detections, clip_to_sizes, detector_pyramid,
+                               BACKBONE_SETTINGS, NECK_SETTINGS)
 
 # %% auto #0
 __all__ = ['TRACED_STEPS', 'POOLS', 'running_max', 'corner_pool', 'gaussian_radius', 'gaussian_heatmaps', 'corner_focal_loss',
@@ -19,28 +20,38 @@ __all__ = ['TRACED_STEPS', 'POOLS', 'running_max', 'corner_pool', 'gaussian_radi
 # %% ../../nbs/26_det_cornernet.ipynb #cf75655c
 TRACED_STEPS = 16   # a traced graph's shift-and-max steps: right for sides up to 2**16 positions
 
-def running_max(x:torch.Tensor, dim:int, reverse:bool=False, steps:int|None=None) -> torch.Tensor:
-    "Max of each position and all positions after it along `dim` (before it when `reverse`): `steps` maxima of shifted copies (ceil(log2(n)); `TRACED_STEPS` when tracing), exportable to ONNX."
+def running_max(x:torch.Tensor,
+                dim:int,
+                reverse:bool=False,    # the positions before each instead of after it
+                steps:int|None=None,   # maxima of shifted copies (None: ceil(log2(n)); `TRACED_STEPS` when tracing)
+               ) -> torch.Tensor:
+    "Max of each position and all positions after it along `dim`, by shift-and-max steps (exportable to ONNX)."
     n = x.shape[dim]
     if steps is None: steps = TRACED_STEPS if torch.jit.is_tracing() else max(n - 1, 0).bit_length()
     for step in range(steps):
         shift = at_most(2 ** step, x, dim)   # a shift of n or more gives the edge value everywhere
-        fill = (x.narrow(dim, 0, 1) if reverse else x.narrow(dim, n - 1, 1)).expand(*x.shape[:dim], shift, *x.shape[dim + 1:])
-        shifted = torch.cat([fill, x.narrow(dim, 0, n - shift)], dim) if reverse else torch.cat([x.narrow(dim, shift, n - shift), fill], dim)
+        fill = ((x.narrow(dim, 0, 1) if reverse else x.narrow(dim, n - 1, 1))
+                .expand(*x.shape[:dim], shift, *x.shape[dim + 1:]))
+        shifted = (torch.cat([fill, x.narrow(dim, 0, n - shift)], dim) if reverse
+                   else torch.cat([x.narrow(dim, shift, n - shift), fill], dim))
         x = torch.maximum(x, shifted)
     return x
 
 POOLS = dict(top=(2, False), left=(3, False), bottom=(2, True), right=(3, True))
 
-def corner_pool(x:torch.Tensor, direction:str) -> torch.Tensor:
-    "CornerNet's pooling of `x [B, C, H, W]`: `'top'` takes the max of everything below each position, `'left'` right of it, `'bottom'` above it, `'right'` left of it."
+def corner_pool(x:torch.Tensor, # `[B, C, H, W]`
+                direction:str,  # `'top'` takes the max of all below, `'left'` right, `'bottom'` above, `'right'` left
+               ) -> torch.Tensor:
+    "CornerNet's pooling: each position takes the max of everything on one side of it."
     if direction not in POOLS: raise ValueError(f'unknown corner pooling {direction!r}: use one of {list(POOLS)}')
     dim, reverse = POOLS[direction]
     return running_max(x, dim, reverse)
 
 # %% ../../nbs/26_det_cornernet.ipynb #a8136d74
-def gaussian_radius(heights:torch.Tensor, widths:torch.Tensor, min_overlap:float=0.3) -> torch.Tensor:
-    "The largest shift `r` of both corners (by `r` in x and y) that keeps IoU >= `min_overlap` with a `widths x heights` box in all three worst cases."
+def gaussian_radius(heights:torch.Tensor, widths:torch.Tensor,
+                    min_overlap:float=0.3, # the IoU the shifted box must keep with the `widths x heights` box
+                   ) -> torch.Tensor:
+    "The largest shift `r` of both corners (by `r` in x and y) keeping IoU >= `min_overlap` in all three worst cases."
     h, w, o = heights, widths, min_overlap
     b1, c1 = h + w, w * h * (1 - o) / (1 + o)                       # one corner in, one out
     r1 = (b1 - torch.sqrt(b1 ** 2 - 4 * c1)) / 2
@@ -51,17 +62,25 @@ def gaussian_radius(heights:torch.Tensor, widths:torch.Tensor, min_overlap:float
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 # %% ../../nbs/26_det_cornernet.ipynb #873fae67
-def gaussian_heatmaps(cells:torch.Tensor, radii:torch.Tensor, labels:torch.Tensor, mask:torch.Tensor, num_classes:int, size) -> torch.Tensor:
-    "`[B, C, h, w]` targets: at the integer `cells [B, M, 2]` (x, y) of the real objects `mask`, a Gaussian of sigma `(2r+1)/6` cut at the radius `r = floor(radii)`, max where they overlap."
+def gaussian_heatmaps(cells:torch.Tensor,  # `[B, M, 2]` the objects' integer cells (x, y)
+                      radii:torch.Tensor,  # `[B, M]` the Gaussians are cut at the radius `r = floor(radii)`
+                      labels:torch.Tensor, # `[B, M]` the objects' classes
+                      mask:torch.Tensor,   # `[B, M]` which objects are real
+                      num_classes:int,
+                      size,                # the heatmaps' `(h, w)`
+                     ) -> torch.Tensor:    # `[B, C, h, w]`
+    "Heatmap targets: at each object's cell, a Gaussian of sigma `(2r+1)/6` in its class, max where they overlap."
     h, w = size
     ys, xs = [torch.arange(n, dtype=cells.dtype, device=cells.device) for n in (h, w)]
     dx, dy = xs - cells[..., 0, None], ys - cells[..., 1, None]                              # [B, M, w], [B, M, h]
     r = radii.floor().clamp(min=0)[..., None]
     sigma = (2 * r + 1) / 6
-    gx, gy = torch.exp(-dx ** 2 / (2 * sigma ** 2)) * (dx.abs() <= r), torch.exp(-dy ** 2 / (2 * sigma ** 2)) * (dy.abs() <= r)
+    gx, gy = (torch.exp(-dx ** 2 / (2 * sigma ** 2)) * (dx.abs() <= r),
+              torch.exp(-dy ** 2 / (2 * sigma ** 2)) * (dy.abs() <= r))
     bumps = gy[..., :, None] * gx[..., None, :] * mask[..., None, None]                     # [B, M, h, w]
     index = labels.clamp(min=0)[..., None, None].expand_as(bumps)
-    return torch.zeros(cells.shape[0], num_classes, h, w, dtype=bumps.dtype, device=cells.device).scatter_reduce(1, index, bumps, reduce='amax')
+    return (torch.zeros(cells.shape[0], num_classes, h, w, dtype=bumps.dtype, device=cells.device)
+            .scatter_reduce(1, index, bumps, reduce='amax'))
 
 def corner_focal_loss(logits:torch.Tensor, heatmaps:torch.Tensor, alpha:float=2., beta:float=4.) -> torch.Tensor:
     "CornerNet's penalty-reduced focal loss of heatmap `logits` against Gaussian `heatmaps` (peaks at 1), summed."
@@ -77,30 +96,45 @@ def gather_at(maps:torch.Tensor, ys:torch.Tensor, xs:torch.Tensor) -> torch.Tens
     index = (ys * maps.shape[-1] + xs)[:, None].expand(-1, maps.shape[1], -1)
     return maps.flatten(2).gather(2, index).transpose(1, 2)
 
-def pull_push_losses(tl:torch.Tensor, br:torch.Tensor, mask:torch.Tensor, margin:float=1.) -> tuple:
-    "Associative-embedding losses, averaged over images, of the corner embeddings `tl, br [B, M]` of the real objects `mask`."
+def pull_push_losses(tl:torch.Tensor,   # `[B, M]` the objects' top-left corner embeddings
+                     br:torch.Tensor,   # `[B, M]` their bottom-right corner embeddings
+                     mask:torch.Tensor, # `[B, M]` which objects are real
+                     margin:float=1.,   # different objects' mean embeddings are pushed until this far apart
+                    ) -> tuple:         # `(pull, push)`
+    "Associative-embedding losses of the corner embeddings, averaged over images."
     mean = (tl + br) / 2
     n = mask.sum(1)
     pull = (((tl - mean) ** 2 + (br - mean) ** 2) * mask).sum(1) / n.clamp(min=1)
     others = mask[:, :, None] & mask[:, None, :] & ~torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
-    push = (F.relu(margin - (mean[:, :, None] - mean[:, None, :]).abs()) * others).sum((1, 2)) / (n * (n - 1)).clamp(min=1)
+    push = ((F.relu(margin - (mean[:, :, None] - mean[:, None, :]).abs()) * others).sum((1, 2))
+            / (n * (n - 1)).clamp(min=1))
     return pull.mean(), push.mean()
 
 # %% ../../nbs/26_det_cornernet.ipynb #92b6d376
-def heatmap_peaks(heatmaps:torch.Tensor, k:int=100, kernel:int=3) -> tuple:
-    "`(scores, classes, ys, xs)` `[B, k]`: the `k` highest local maxima (`kernel x kernel`) of `heatmaps [B, C, h, w]` per image."
+def heatmap_peaks(heatmaps:torch.Tensor, # `[B, C, h, w]`
+                  k:int=100,             # how many peaks per image
+                  kernel:int=3,          # the neighbourhood of a local maximum: `kernel x kernel`
+                 ) -> tuple:             # `(scores, classes, ys, xs)`, each `[B, k]`
+    "The `k` highest local maxima of `heatmaps`, per image."
     peaks = heatmaps * (F.max_pool2d(heatmaps, kernel, 1, kernel // 2) == heatmaps)
     b, c, h, w = heatmaps.shape
     scores, index = peaks.flatten(1).topk(at_most(k, peaks.flatten(1), 1))
     position = index % (h * w)
-    return scores, torch.div(index, h * w, rounding_mode='floor'), torch.div(position, w, rounding_mode='floor'), position % w
+    return (scores, torch.div(index, h * w, rounding_mode='floor'), torch.div(position, w, rounding_mode='floor'),
+            position % w)
 
-def decode_corners(outputs:dict, stride:float, k:int=100, max_distance:float=0.5, max_pairs:int=1000) -> tuple:
-    "`(boxes [B, P, 4], scores [B, P], labels [B, P])`: the `max_pairs` best corner pairs (same class, embeddings within `max_distance`, bottom-right below and right of top-left; score -1 otherwise)."
+def decode_corners(outputs:dict,            # CornerNet's `{tl,br}_heatmap`, `_offset` and `_embedding`
+                   stride:float,            # the maps' stride, in input pixels
+                   k:int=100,               # peaks of each corner kind per image (`heatmap_peaks`)
+                   max_distance:float=0.5,  # the most the embeddings of a pair may differ
+                   max_pairs:int=1000,      # the pairs `P` kept per image
+                  ) -> tuple:               # `(boxes [B, P, 4], scores [B, P], labels [B, P])`; score -1: no pair
+    "The best corner pairs: same class, embeddings within `max_distance`, bottom-right below and right of top-left."
     found = []
     for corner in ('tl', 'br'):
         scores, classes, ys, xs = heatmap_peaks(outputs[f'{corner}_heatmap'].sigmoid(), k)
-        offset, embedding = gather_at(outputs[f'{corner}_offset'], ys, xs), gather_at(outputs[f'{corner}_embedding'], ys, xs)[..., 0]
+        offset, embedding = (gather_at(outputs[f'{corner}_offset'], ys, xs),
+                             gather_at(outputs[f'{corner}_embedding'], ys, xs)[..., 0])
         found.append((scores, classes, (xs + offset[..., 0]) * stride, (ys + offset[..., 1]) * stride, embedding))
     (s1, c1, x1, y1, e1), (s2, c2, x2, y2, e2) = found
     paired = ((c1[:, :, None] == c2[:, None]) & ((e1[:, :, None] - e2[:, None]).abs() <= max_distance)
@@ -127,19 +161,20 @@ class Residual(nn.Module):
     def forward(self, x): return F.relu(self.body(x) + self.skip(x))
 
 class Hourglass(nn.Module):
-    "One hourglass on `channels[0]`: a residual at this scale plus the path down (stride 2 to `channels[1]`), a deeper hourglass, back up (nearest)."
-    def __init__(self, channels):
+    "One hourglass: a residual at this scale plus the path down (stride 2), a deeper hourglass, back up (nearest)."
+    def __init__(self, channels): # the widths, from this scale (`channels[0]`) down (`channels[1]`, ...)
         super().__init__()
         self.same = Residual(channels[0], channels[0])
         self.down = Residual(channels[0], channels[1], stride=2)
         self.inner = Hourglass(channels[1:]) if len(channels) > 2 else Residual(channels[1], channels[1])
         self.up = Residual(channels[1], channels[0])
 
-    def forward(self, x): return self.same(x) + F.interpolate(self.up(self.inner(self.down(x))), size=x.shape[-2:], mode='nearest')
+    def forward(self, x):
+        return self.same(x) + F.interpolate(self.up(self.inner(self.down(x))), size=x.shape[-2:], mode='nearest')
 
 class HourglassNet(nn.Module):
-    "A 7x7 stride-2 stem and a stride-2 residual (stride 4), one `Hourglass` over `channels`, a 3x3 conv-BN-ReLU: `[B, channels[0], H/4, W/4]`."
-    def __init__(self, channels=(64, 96, 128, 160)):
+    "A 7x7 stride-2 stem and a stride-2 residual (stride 4), one `Hourglass` over `channels`, a 3x3 conv-BN-ReLU."
+    def __init__(self, channels=(64, 96, 128, 160)): # the hourglass's widths; the output: `[B, channels[0], H/4, W/4]`
         super().__init__()
         self.stem = nn.Sequential(conv_bn(3, channels[0] // 2, 7, 2), Residual(channels[0] // 2, channels[0], stride=2))
         self.hourglass, self.out = Hourglass(list(channels)), conv_bn(channels[0], channels[0])
@@ -149,25 +184,32 @@ class HourglassNet(nn.Module):
 
 # %% ../../nbs/26_det_cornernet.ipynb #cf2ad41a
 class CornerPoolBlock(nn.Module):
-    "CornerNet's pooling module for one corner kind: two branches pooled in `directions` and summed, conv-BN, a 1x1 shortcut, ReLU, conv-BN-ReLU."
-    def __init__(self, channels:int, directions=('top', 'left'), pool_channels:int=128):
+    "CornerNet's pooling for one corner kind: two pooled branches summed, conv-BN, a 1x1 shortcut, ReLU, conv-BN-ReLU."
+    def __init__(self, channels:int,
+                 directions=('top', 'left'), # the branches' `corner_pool` directions
+                 pool_channels:int=128):     # the branches' width
         super().__init__()
         self.directions = tuple(directions)
         self.branches = nn.ModuleList([conv_bn(channels, pool_channels) for _ in self.directions])
-        self.merge, self.skip, self.out = conv_bn(pool_channels, channels, relu=False), conv_bn(channels, channels, 1, relu=False), conv_bn(channels, channels)
+        self.merge, self.skip, self.out = (conv_bn(pool_channels, channels, relu=False),
+                                           conv_bn(channels, channels, 1, relu=False), conv_bn(channels, channels))
 
     def forward(self, x):
         pooled = sum(corner_pool(branch(x), d) for branch, d in zip(self.branches, self.directions))
         return self.out(F.relu(self.merge(pooled) + self.skip(x)))
 
 def _head(channels:int, outputs:int, bias:float=0.) -> nn.Sequential:
-    head = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(channels, outputs, 1))
+    head = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(channels, outputs, 1))
     nn.init.constant_(head[-1].bias, bias)
     return head
 
 class CornerHead(nn.Module):
     "Pooling module and heatmap, embedding and offset heads of one corner kind (`'tl'` or `'br'`)."
-    def __init__(self, channels:int, num_classes:int, corner:str='tl', pool_channels:int=128, prior_probability:float=0.1):
+    def __init__(self, channels:int, num_classes:int,
+                 corner:str='tl',               # `'tl'` (pools top and left) or `'br'` (bottom and right)
+                 pool_channels:int=128,         # the pooling branches' width
+                 prior_probability:float=0.1):  # every heatmap's starting sigmoid
         super().__init__()
         self.pool = CornerPoolBlock(channels, ('top', 'left') if corner == 'tl' else ('bottom', 'right'), pool_channels)
         self.heatmap = _head(channels, num_classes, -math.log((1 - prior_probability) / prior_probability))
@@ -179,7 +221,7 @@ class CornerHead(nn.Module):
 
 # %% ../../nbs/26_det_cornernet.ipynb #fd2ce729
 class CornerNet(Detector):
-    "CornerNet: per class top-left and bottom-right corner heatmaps on one feature map, offsets, and embeddings that pair the corners."
+    "CornerNet: per class top-left and bottom-right corner heatmaps on one map, offsets, embeddings pairing corners."
     graph_kind = 'detections'
 
     @classmethod
@@ -187,17 +229,32 @@ class CornerNet(Detector):
         "`channels` wide: the corner heads have no towers to deepen."
         return dict(channels=channels)
 
-    def __init__(self, backbone:nn.Module, neck:nn.Module|None, vocab, channels:int, stride:int, pool_channels:int=128, min_overlap:float=0.3,
-                 pull_weight:float=0.1, push_weight:float=0.1, offset_weight:float=1., k:int=100, max_distance:float=0.5,
-                 score_thresh:float=0.05, nms_thresh:float=0.5, max_detections:int=100):
+    def __init__(self, backbone:nn.Module,
+                 neck:nn.Module|None,       # None: the backbone's own map (or the first of its maps)
+                 vocab,
+                 channels:int,              # the feature map's width
+                 stride:int,                # the feature map's stride, in input pixels
+                 pool_channels:int=128,     # the corner pooling branches' width
+                 min_overlap:float=0.3,     # the heatmap targets' `gaussian_radius` keeps this IoU
+                 pull_weight:float=0.1,     # the weight of the pull loss
+                 push_weight:float=0.1,     # the weight of the push loss
+                 offset_weight:float=1.,    # the weight of the offset loss
+                 k:int=100,                 # corner peaks of each kind per image (`decode_corners`)
+                 max_distance:float=0.5,    # the most the embeddings of a pair may differ
+                 score_thresh:float=0.05,   # detections score above it
+                 nms_thresh:float=0.5,      # the IoU of class-wise NMS
+                 max_detections:int=100):   # the most detections per image
         super().__init__(vocab)
         self.backbone, self.neck, self.stride = backbone, neck if neck is not None else nn.Identity(), stride
         self.heads = nn.ModuleDict({c: CornerHead(channels, len(self.vocab), c, pool_channels) for c in ('tl', 'br')})
-        self.min_overlap, self.pull_weight, self.push_weight, self.offset_weight = min_overlap, pull_weight, push_weight, offset_weight
-        self.k, self.max_distance, self.score_thresh, self.nms_thresh, self.max_detections = k, max_distance, score_thresh, nms_thresh, max_detections
+        (self.min_overlap, self.pull_weight,
+         self.push_weight, self.offset_weight) = min_overlap, pull_weight, push_weight, offset_weight
+        (self.k, self.max_distance, self.score_thresh,
+         self.nms_thresh, self.max_detections) = k, max_distance, score_thresh, nms_thresh, max_detections
 
-    def forward(self, images:torch.Tensor) -> dict:
-        "`{tl,br}_heatmap [B, C, h, w]`, `{tl,br}_embedding [B, 1, h, w]` and `{tl,br}_offset [B, 2, h, w]` for a batch of normalized images."
+    def forward(self, images:torch.Tensor, # a batch of normalized images
+               ) -> dict: # `{tl,br}_heatmap [B, C, h, w]`, `{tl,br}_embedding [B, 1, h, w]`, `_offset [B, 2, h, w]`
+        "The corner heatmaps, embeddings and offsets of `images`."
         features = self.neck(self.backbone(images))
         if isinstance(features, (list, tuple)): features = features[0]
         outputs = {}
@@ -217,9 +274,11 @@ class CornerNet(Detector):
         for corner, xy in (('tl', scaled[..., :2]), ('br', scaled[..., 2:])):
             cells = xy.floor().clamp(min=0).minimum(last)
             heatmaps = gaussian_heatmaps(cells, radii, gt_labels, gt_mask, self.num_classes, (h, w))
-            focal, peaks = focal + corner_focal_loss(outputs[f'{corner}_heatmap'].float(), heatmaps), peaks + (heatmaps == 1).sum()
+            focal, peaks = (focal + corner_focal_loss(outputs[f'{corner}_heatmap'].float(), heatmaps),
+                            peaks + (heatmaps == 1).sum())
             ys, xs = cells[..., 1].long(), cells[..., 0].long()
-            smooth = F.smooth_l1_loss(gather_at(outputs[f'{corner}_offset'], ys, xs).float(), xy - cells, reduction='none').sum(-1)
+            smooth = F.smooth_l1_loss(gather_at(outputs[f'{corner}_offset'], ys, xs).float(), xy - cells,
+                                      reduction='none').sum(-1)
             offset = offset + (smooth * gt_mask).sum()
             embeddings.append(gather_at(outputs[f'{corner}_embedding'], ys, xs)[..., 0].float())
         pull, push = pull_push_losses(*embeddings, gt_mask)
@@ -231,19 +290,30 @@ class CornerNet(Detector):
         return decode_corners(outputs, self.stride, self.k, self.max_distance)
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Per-image detections: the best corner pairs (`decode_corners`) above `score_thresh`, clipped, class-wise NMS, `max_detections`."
+        "Per-image detections: the best corner pairs (`decode_corners`) above `score_thresh`, clipped, class-wise NMS."
         boxes, scores, labels = self.graph_candidates(outputs)
-        return batched_detections(clip_to_sizes(boxes, image_sizes), scores, labels, scores > self.score_thresh, self.nms_thresh, self.max_detections)
+        return batched_detections(clip_to_sizes(boxes, image_sizes), scores, labels, scores > self.score_thresh,
+                                  self.nms_thresh, self.max_detections)
 
 # %% ../../nbs/26_det_cornernet.ipynb #c51ecc3e
 @delegates(CornerNet.__init__, but=['backbone', 'neck', 'vocab', 'channels', 'stride'])
-def cornernet(vocab, backbone='hourglass', pretrained=None, channels:int=128, hourglass_channels=(128, 160, 192, 224), **kwargs) -> CornerNet:
-    "A CornerNet for the classes `vocab`: on a small `HourglassNet` (stride 4), or on `backbone` (with local `pretrained` weights) with an FPN's P3 (stride 8) of width `channels`."
+def cornernet(vocab,                # the class names
+              backbone='hourglass', # a small `HourglassNet` (stride 4), or a `Backbone` arch with FPN P3 (stride 8)
+              pretrained=None,      # a local file of the backbone's weights (not for the hourglass)
+              channels:int=128,     # the width of the hourglass or the FPN
+              hourglass_channels=(128, 160, 192, 224), # the hourglass's deeper widths (the first is `channels`)
+              **kwargs,
+             ) -> CornerNet:
+    "A CornerNet for `vocab`; `kwargs`: `detector_pyramid`'s (not for the hourglass), then `CornerNet`'s."
     if backbone == 'hourglass':
-        if pretrained is not None: raise ValueError('the hourglass backbone has no pretrained weights: pass pretrained=None or a ResNet backbone')
+        if pretrained is not None:
+            raise ValueError('the hourglass backbone has no pretrained weights: '
+                             'pass pretrained=None or a ResNet backbone')
         body = HourglassNet((channels, *hourglass_channels[1:]))
         shared = [k for k in kwargs if k in BACKBONE_SETTINGS or k in NECK_SETTINGS]
-        if shared: raise ValueError(f'the hourglass backbone is built whole, without {shared}: pass a ResNet or timm backbone to set them')
+        if shared:
+            raise ValueError(f'the hourglass backbone is built whole, without {shared}: '
+                             'pass a ResNet or timm backbone to set them')
         return CornerNet(body, None, vocab, channels, body.stride, **kwargs)
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs, extra_levels=0)
     return CornerNet(body, fpn, vocab, channels, fpn.strides[0], **kwargs)

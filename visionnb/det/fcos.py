@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, from_torchvision_keys, image_prior_weight, predictor, detector_pyramid, positive_pairs, weighted_sum
+from .core import (DenseDetector, batch_normalizer, conv_tower, flatten_levels, from_torchvision_keys,
+                               image_prior_weight, predictor, detector_pyramid, positive_pairs, weighted_sum)
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
@@ -19,35 +20,52 @@ __all__ = ['fcos_points', 'ltrb_distances', 'scale_ranges', 'assign_fcos', 'fcos
            'fcos_losses', 'FCOSHead', 'FCOS', 'fcos', 'fcos_torchvision_keys', 'fcos_from_torchvision']
 
 # %% ../../nbs/22_det_fcos.ipynb #b3a50389
-def fcos_points(feature_sizes, strides, offset:float=0., device=None, dtype=torch.float32) -> torch.Tensor:
-    "Rows `(x, y, stride)`, one per position of every level (`x = (column + offset) * stride`); levels finest first, positions row-major."
+def fcos_points(feature_sizes,       # per level, `(h, w)`
+                strides,             # per level, in input pixels
+                offset:float=0.,     # `x = (column + offset) * stride`, `y` likewise
+                device=None, dtype=torch.float32,
+               ) -> torch.Tensor:    # `[N, 3]`: levels finest first, positions row-major
+    "Rows `(x, y, stride)`, one per position of every level."
     levels = []
     for (h, w), s in zip(feature_sizes, strides):
-        y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype), indexing='ij')
+        y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype),
+                              indexing='ij')
         stride = torch.full((h * w,), s, device=device, dtype=dtype)
         levels.append(torch.stack([(x.flatten() + offset) * s, (y.flatten() + offset) * s, stride], -1))
     return torch.cat(levels)
 
 # %% ../../nbs/22_det_fcos.ipynb #bc678fa5
-def ltrb_distances(points:torch.Tensor, boxes:torch.Tensor) -> torch.Tensor:
-    "Distances `(l, t, r, b)` in pixels from `points` (`x, y` first) to the sides of `boxes` (xyxy), broadcast; all positive iff inside."
+def ltrb_distances(points:torch.Tensor, # `x, y` first
+                   boxes:torch.Tensor,  # xyxy, broadcast against `points`
+                  ) -> torch.Tensor:    # `[..., 4]`: all positive iff the point is inside
+    "Distances `(l, t, r, b)` in pixels from `points` to the sides of `boxes`."
     xy = points[..., :2]
     return torch.cat([xy - boxes[..., :2], boxes[..., 2:] - xy], -1)
 
 # %% ../../nbs/22_det_fcos.ipynb #e4016d1e
-def scale_ranges(strides, low:float=4., high:float=8.) -> torch.Tensor:
-    "Per level the open interval `(low * stride, high * stride)` of a location's largest l-t-r-b distance, `[L, 2]`; 0 below the first level, infinity above the last."
+def scale_ranges(strides,         # per level, in input pixels
+                 low:float=4.,    # the lower bound, in strides (the first level's is 0)
+                 high:float=8.,   # the upper bound, in strides (the last level's is infinity)
+                ) -> torch.Tensor: # `[L, 2]`
+    "Per level the open interval `(low * stride, high * stride)` of a location's largest l-t-r-b distance."
     bounds = torch.tensor([[low * s, high * s] for s in strides], dtype=torch.float32)
     bounds[0, 0], bounds[-1, 1] = 0., math.inf
     return bounds
 
 # %% ../../nbs/22_det_fcos.ipynb #823d5912
-def assign_fcos(points:torch.Tensor, level_counts, level_bounds:torch.Tensor, gt_boxes:torch.Tensor, gt_mask:torch.Tensor,
-                center_radius:float=1.5) -> torch.Tensor:
-    "`[B, N]` index (into `M`) of the box each point learns, -1 for background: inside it, near its centre, in the level's range, smallest area."
-    if gt_boxes.shape[1] == 0: return torch.full((gt_boxes.shape[0], len(points)), -1, dtype=torch.int64, device=points.device)
-    bounds = level_bounds.to(points).repeat_interleave(torch.as_tensor(level_counts, device=points.device), 0)[None, :, None]   # [1, N, 1, 2]
-    ltrb = ltrb_distances(points[None, :, None], gt_boxes[:, None])                                                          # [B, N, M, 4]
+def assign_fcos(points:torch.Tensor,       # `[N, 3]` rows `(x, y, stride)` (`fcos_points`)
+                level_counts,              # the points per level
+                level_bounds:torch.Tensor, # `[L, 2]` per level the range of the largest l-t-r-b distance
+                gt_boxes:torch.Tensor,     # `[B, M, 4]` the padded ground-truth boxes
+                gt_mask:torch.Tensor,      # `[B, M]` which of them are real
+                center_radius:float=1.5,   # "near its centre": within this many strides of it
+               ) -> torch.Tensor:          # `[B, N]` an index into `M`, -1 for background
+    "The box each point learns: inside it, near its centre, in the level's range, smallest area."
+    if gt_boxes.shape[1] == 0:
+        return torch.full((gt_boxes.shape[0], len(points)), -1, dtype=torch.int64, device=points.device)
+    bounds = (level_bounds.to(points)
+              .repeat_interleave(torch.as_tensor(level_counts, device=points.device), 0)[None, :, None])  # [1, N, 1, 2]
+    ltrb = ltrb_distances(points[None, :, None], gt_boxes[:, None])   # [B, N, M, 4]
     centers = (gt_boxes[:, None, :, :2] + gt_boxes[:, None, :, 2:]) / 2
     near = (points[None, :, None, :2] - centers).abs().amax(-1) < center_radius * points[None, :, None, 2]
     reach = ltrb.amax(-1)
@@ -73,8 +91,13 @@ def centerness(ltrb:torch.Tensor) -> torch.Tensor:
     return torch.sqrt(lr.amin(-1) / lr.amax(-1) * tb.amin(-1) / tb.amax(-1))
 
 # %% ../../nbs/22_det_fcos.ipynb #b53c89b8
-def fcos_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, prior_weight:torch.Tensor|None=None) -> dict:
-    "Focal, GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]`, each summed (weighted by `prior_weight [N]`) and divided by the batch's positives."
+def fcos_losses(outputs:dict,                        # the head outputs, with `priors`
+                matched:torch.Tensor,                # `[B, N]` the assignment: an index into `M`, negative for none
+                gt_boxes:torch.Tensor,               # `[B, M, 4]` the padded boxes
+                gt_labels:torch.Tensor,              # `[B, M]` the padded labels
+                prior_weight:torch.Tensor|None=None, # `[N]` weighs each point's part of the sums
+               ) -> dict: # `{'classification', 'bbox_regression', 'bbox_ctrness'}`
+    "Focal, GIoU and centerness losses, each summed and divided by the batch's positives."
     points, logits = outputs['priors'], outputs['cls_logits']
     image, point, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
     at, positives = points[point], batch_normalizer(len(image))
@@ -83,14 +106,16 @@ def fcos_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_la
     classes = torch.zeros_like(logits)
     classes[image, point, labels] = 1.
     predicted = fcos_decode(at, outputs['bbox_regression'][image, point])
-    ctrness = F.binary_cross_entropy_with_logits(outputs['bbox_ctrness'][image, point, 0], centerness(fcos_encode(at, boxes)), reduction='none')
+    ctrness = F.binary_cross_entropy_with_logits(outputs['bbox_ctrness'][image, point, 0],
+                                                 centerness(fcos_encode(at, boxes)), reduction='none')
     return dict(classification=weighted_sum(sigmoid_focal_loss(logits, classes, reduction='none'), weight) / positives,
-                bbox_regression=weighted_sum(generalized_box_iou_loss(predicted, boxes, reduction='none'), at_positives) / positives,
+                bbox_regression=weighted_sum(generalized_box_iou_loss(predicted, boxes, reduction='none'),
+                                             at_positives) / positives,
                 bbox_ctrness=weighted_sum(ctrness, at_positives) / positives)
 
 # %% ../../nbs/22_det_fcos.ipynb #c4c44092
 class FCOSHead(nn.Module):
-    "FCOS's head, shared by all levels: `{'cls_logits': [B, N, C], 'bbox_regression': [B, N, 4] (in strides, >= 0), 'bbox_ctrness': [B, N, 1]}`."
+    "FCOS's head, shared by all levels: class logits, l-t-r-b distances (in strides, >= 0) and centerness logits."
     def __init__(self, channels:int, num_classes:int, num_convs:int=4, prior_probability:float=0.01):
         super().__init__()
         self.num_classes = num_classes
@@ -102,7 +127,8 @@ class FCOSHead(nn.Module):
         self.regression_head.bbox_reg = predictor(channels, 4)
         self.regression_head.bbox_ctrness = predictor(channels, 1)
 
-    def forward(self, features:list) -> dict:
+    def forward(self, features:list, # the pyramid's maps
+               ) -> dict: # `{'cls_logits': [B, N, C], 'bbox_regression': [B, N, 4], 'bbox_ctrness': [B, N, 1]}`
         cls, reg = self.classification_head, self.regression_head
         trunks = [reg.conv(f) for f in features]
         return dict(cls_logits=flatten_levels([cls.cls_logits(cls.conv(f)) for f in features], self.num_classes),
@@ -111,15 +137,27 @@ class FCOSHead(nn.Module):
 
 # %% ../../nbs/22_det_fcos.ipynb #5fb82b32
 class FCOS(DenseDetector):
-    "FCOS: per location a class, l-t-r-b distances and a centerness; points at `(i + offset) * stride` (offset 0: torchvision's, 0.5: the paper's); levels learn `scale_ranges(strides, *ranges)` unless `level_bounds` says."
-    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab, offset:float=0., center_radius:float=1.5,
-                 ranges:tuple=(4., 8.), level_bounds=None, score_thresh:float=0.2, nms_thresh:float=0.6, topk:int=1000, max_detections:int=100):
+    "FCOS: per location a class, l-t-r-b distances and a centerness."
+    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab,
+                 offset:float=0.,         # points at `(i + offset) * stride` (0: torchvision's, 0.5: the paper's)
+                 center_radius:float=1.5, # `assign_fcos`'s "near the centre", in strides
+                 ranges:tuple=(4., 8.),   # the levels' ranges in strides: levels learn `scale_ranges(strides, *ranges)`
+                 level_bounds=None,       # `[L, 2]` the levels' ranges in pixels, instead (None: from `ranges`)
+                 score_thresh:float=0.2,  # detections score above it
+                 nms_thresh:float=0.6,    # the IoU of class-wise NMS
+                 topk:int=1000,           # candidates per level and image before NMS
+                 max_detections:int=100): # the most detections per image
         super().__init__(backbone, neck, head, vocab)
         self.offset, self.center_radius = offset, center_radius
-        self.score_thresh, self.nms_thresh, self.topk, self.max_detections = score_thresh, nms_thresh, topk, max_detections
-        bounds = scale_ranges(self.strides, *ranges) if level_bounds is None else torch.as_tensor(level_bounds, dtype=torch.float32)
-        if bounds.shape != (len(self.strides), 2): raise ValueError(f'level_bounds must be [{len(self.strides)}, 2] (one range per level), got {tuple(bounds.shape)}')
-        self.register_buffer('level_bounds', bounds, persistent=False)   # moves with the model, stays out of the state dict
+        (self.score_thresh, self.nms_thresh,
+         self.topk, self.max_detections) = score_thresh, nms_thresh, topk, max_detections
+        bounds = (scale_ranges(self.strides, *ranges) if level_bounds is None
+                  else torch.as_tensor(level_bounds, dtype=torch.float32))
+        if bounds.shape != (len(self.strides), 2):
+            raise ValueError(f'level_bounds must be [{len(self.strides)}, 2] (one range per level), '
+                             f'got {tuple(bounds.shape)}')
+        # moves with the model, stays out of the state dict
+        self.register_buffer('level_bounds', bounds, persistent=False)
 
     @classmethod
     def recipe(cls, channels:int, num_convs:int, ranges:tuple|None=None, **options) -> dict:
@@ -132,27 +170,37 @@ class FCOS(DenseDetector):
 
     def assign(self, outputs:dict, gt_boxes:torch.Tensor, gt_mask:torch.Tensor) -> torch.Tensor:
         "`[B, N]` index of the padded ground-truth box each point learns, -1 for background (`assign_fcos`)."
-        return assign_fcos(outputs['priors'], outputs['level_counts'], self.level_bounds, gt_boxes, gt_mask, self.center_radius)
+        return assign_fcos(outputs['priors'], outputs['level_counts'], self.level_bounds, gt_boxes, gt_mask,
+                           self.center_radius)
 
-    def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
-        "`{'classification', 'bbox_regression', 'bbox_ctrness'}`: focal, GIoU and centerness BCE, each per positive location of the batch."
+    def loss(self, outputs:dict, targets,
+             prior_weight:torch.Tensor|None=None, # `[N]` weighs each point's part
+            ) -> dict: # `{'classification', 'bbox_regression', 'bbox_ctrness'}`
+        "Focal, GIoU and centerness BCE losses, each per positive location of the batch."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         return fcos_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, prior_weight)
 
     def scoring(self, outputs:dict) -> tuple:
-        "`(scores, decode)`: score `sqrt(sigmoid(class) * sigmoid(centerness))`; boxes decoded from the distances to their points."
+        "`(scores, decode)`: `sqrt(sigmoid(class) * sigmoid(centerness))`; boxes from the distances to their points."
         scores = torch.sqrt(torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_ctrness']))
         return scores, lambda index, deltas: fcos_decode(outputs['priors'][index], deltas)
 
 # %% ../../nbs/22_det_fcos.ipynb #02be38de
 @delegates(FCOS.__init__, but=['backbone', 'neck', 'head', 'vocab'])
-def fcos(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, prior_probability:float=0.01, **kwargs) -> FCOS:
-    "An FCOS for `vocab` on `backbone` (local `pretrained` weights), P3-P7 `channels` wide; `kwargs`: `detector_pyramid`'s, then `FCOS`'s."
+def fcos(vocab,                          # the class names
+         backbone='resnet50',            # a `Backbone` arch name (or a built `Backbone`)
+         pretrained=None,                # a local file of the backbone's weights, or None
+         channels:int=256,               # the width of the pyramid (P3-P7) and head
+         num_convs:int=4,                # the depth of each head tower
+         prior_probability:float=0.01,   # every class's starting sigmoid
+         **kwargs,
+        ) -> FCOS:
+    "An FCOS for `vocab` on `backbone`; `kwargs`: `detector_pyramid`'s, then `FCOS`'s."
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     return FCOS(body, fpn, FCOSHead(channels, len(vocab), num_convs, prior_probability), vocab, **kwargs)
 
 def fcos_torchvision_keys(state_dict:dict) -> dict:
-    "A torchvision FCOS state dict in our names: backbone and FPN by `from_torchvision_keys`, flat head towers `conv.{3i+k}` as `conv.{i}.{k}`."
+    "A torchvision FCOS state dict in our names (`from_torchvision_keys`), its head's `conv.{3i+k}` as `conv.{i}.{k}`."
     renamed = {}
     for key, value in from_torchvision_keys(state_dict).items():
         parts = key.split('.')
@@ -165,14 +213,19 @@ def _coco_names() -> list[str]:
     return list(FCOS_ResNet50_FPN_Weights.COCO_V1.meta['categories'])
 
 @delegates(fcos, but=['vocab', 'backbone', 'pretrained', 'channels', 'num_convs'])
-def fcos_from_torchvision(source, vocab=None, **kwargs) -> FCOS:
-    "Our FCOS holding the weights of a torchvision `fcos_resnet50_fpn` (`source`: model, state dict or local file); `vocab` defaults to its COCO names."
+def fcos_from_torchvision(source,     # a torchvision `fcos_resnet50_fpn`: the model, its state dict or a local file
+                          vocab=None, # the class names (None: torchvision's COCO names)
+                          **kwargs,
+                         ) -> FCOS:
+    "Our FCOS holding the weights of a torchvision `fcos_resnet50_fpn`; `kwargs`: `fcos`'s."
     file = source if isinstance(source, (str, Path)) else 'the torchvision FCOS state dict'
-    state_dict = (source.state_dict() if isinstance(source, nn.Module) else read_state_dict(source) if isinstance(source, (str, Path))
+    state_dict = (source.state_dict() if isinstance(source, nn.Module)
+                  else read_state_dict(source) if isinstance(source, (str, Path))
                   else dict(source))
     state_dict = fcos_torchvision_keys(state_dict)
     if 'head.classification_head.cls_logits.bias' not in state_dict:
-        raise PretrainedWeightsError(file, 'has no FCOS head (head.classification_head.cls_logits)', fix='Pass the state dict of a torchvision fcos_resnet50_fpn')
+        raise PretrainedWeightsError(file, 'has no FCOS head (head.classification_head.cls_logits)',
+                                     fix='Pass the state dict of a torchvision fcos_resnet50_fpn')
     num_classes = len(state_dict['head.classification_head.cls_logits.bias'])
     vocab = _coco_names() if vocab is None else list(vocab)
     if len(vocab) != num_classes:
@@ -180,12 +233,14 @@ def fcos_from_torchvision(source, vocab=None, **kwargs) -> FCOS:
                                      fix=f'Pass vocab= with the {num_classes} class names the weights were trained on')
     num_convs = len({k.split('.')[3] for k in state_dict if k.startswith('head.classification_head.conv.')})
     kwargs.setdefault('frozen_bn', not any(k.endswith('num_batches_tracked') for k in state_dict))
-    model = fcos(vocab, 'resnet50', channels=len(state_dict['neck.layer_blocks.0.0.bias']), num_convs=num_convs, **kwargs)
+    model = fcos(vocab, 'resnet50', channels=len(state_dict['neck.layer_blocks.0.0.bias']), num_convs=num_convs,
+                 **kwargs)
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
     if missing or unexpected or mismatched:
-        raise PretrainedWeightsError(file, f'does not fit an FCOS-ResNet50-FPN: {len(missing)} missing keys {missing[:3]}, '
-                                     f'{len(unexpected)} unexpected {unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}',
-                                     fix='Pass the state dict of a torchvision fcos_resnet50_fpn', missing=missing, unexpected=unexpected,
-                                     mismatched=mismatched)
+        raise PretrainedWeightsError(
+            file, f'does not fit an FCOS-ResNet50-FPN: {len(missing)} missing keys {missing[:3]}, '
+                  f'{len(unexpected)} unexpected {unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}',
+            fix='Pass the state dict of a torchvision fcos_resnet50_fpn', missing=missing, unexpected=unexpected,
+            mismatched=mismatched)
     model.load_state_dict(state_dict, strict=False)   # strict but for BatchNorm's num_batches_tracked counters
     return model

@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss, generalized_box_iou_loss
-from .core import DenseDetector, conv_tower, predictor, flatten_levels, detector_pyramid, from_torchvision_keys, image_prior_weight
+from .core import (DenseDetector, conv_tower, predictor, flatten_levels, detector_pyramid,
+                               from_torchvision_keys, image_prior_weight)
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'BACKGROUND', 'IGNORE', 'retinanet_anchor_sizes', 'anchor_shapes', 'grid_anchors', 'encode_boxes',
@@ -27,10 +28,15 @@ def anchor_shapes(sizes, aspect_ratios=(0.5, 1.0, 2.0)) -> torch.Tensor:
     widths, heights = (sizes[None] / h_ratios[:, None]).reshape(-1), (sizes[None] * h_ratios[:, None]).reshape(-1)
     return (torch.stack([-widths, -heights, widths, heights], 1) / 2).round()
 
-def grid_anchors(shapes:torch.Tensor, feature_size, stride:int, offset:float=0.) -> torch.Tensor:
-    "The anchors of a level: `shapes` moved to every position `(i + offset) * stride`, positions row-major, anchors innermost."
+def grid_anchors(shapes:torch.Tensor, # `[A, 4]` the anchors of one position, centred on 0 (`anchor_shapes`)
+                 feature_size,        # the level's `(h, w)`
+                 stride:int,          # the level's stride, in input pixels
+                 offset:float=0.,     # positions are `(i + offset) * stride`
+                ) -> torch.Tensor:    # `[h*w*A, 4]`: positions row-major, anchors innermost
+    "The anchors of a level: `shapes` moved to every position."
     h, w = feature_size
-    ys, xs = torch.meshgrid((torch.arange(h, dtype=torch.float32) + offset) * stride, (torch.arange(w, dtype=torch.float32) + offset) * stride, indexing='ij')
+    ys, xs = torch.meshgrid((torch.arange(h, dtype=torch.float32) + offset) * stride,
+                            (torch.arange(w, dtype=torch.float32) + offset) * stride, indexing='ij')
     shifts = torch.stack([xs, ys, xs, ys], -1).reshape(-1, 1, 4)
     return (shifts + shapes[None]).reshape(-1, 4)
 
@@ -47,7 +53,8 @@ def encode_boxes(boxes:torch.Tensor, anchors:torch.Tensor, weights=(1., 1., 1., 
     wx, wy, ww, wh = weights
     return torch.stack([wx * (x - xa) / wa, wy * (y - ya) / ha, ww * torch.log(w / wa), wh * torch.log(h / ha)], -1)
 
-def decode_boxes(deltas:torch.Tensor, anchors:torch.Tensor, weights=(1., 1., 1., 1.), clip:float=BBOX_XFORM_CLIP) -> torch.Tensor:
+def decode_boxes(deltas:torch.Tensor, anchors:torch.Tensor, weights=(1., 1., 1., 1.),
+                 clip:float=BBOX_XFORM_CLIP) -> torch.Tensor:
     "Boxes (xyxy) from `deltas` applied to `anchors`: the inverse of `encode_boxes`, log-sizes clipped at `clip`."
     xa, ya, wa, ha = _centre_size(anchors.to(deltas.dtype))
     wx, wy, ww, wh = weights
@@ -59,9 +66,14 @@ def decode_boxes(deltas:torch.Tensor, anchors:torch.Tensor, weights=(1., 1., 1.,
 # %% ../../nbs/21_det_retinanet.ipynb #bb39d891
 BACKGROUND, IGNORE = -1, -2
 
-def assign_max_iou(anchors:torch.Tensor, gt_boxes:torch.Tensor, gt_mask:torch.Tensor, fg_iou:float=0.5, bg_iou:float=0.4,
-                   low_quality:bool=True) -> torch.Tensor:
-    "For each image and anchor, the index of its ground-truth box (`gt_boxes [B, M, 4]`, real where `gt_mask`), `BACKGROUND` or `IGNORE`."
+def assign_max_iou(anchors:torch.Tensor,  # `[N, 4]` xyxy
+                   gt_boxes:torch.Tensor, # `[B, M, 4]` the padded ground-truth boxes
+                   gt_mask:torch.Tensor,  # `[B, M]` which of them are real
+                   fg_iou:float=0.5,      # the IoU from which an anchor learns its best box
+                   bg_iou:float=0.4,      # the IoU below which it is `BACKGROUND`; between the two, `IGNORE`
+                   low_quality:bool=True, # also match each box's best anchors (IoU > 0), below `fg_iou`
+                  ) -> torch.Tensor:      # `[B, N]`
+    "For each image and anchor, the index of its ground-truth box, `BACKGROUND` or `IGNORE`."
     b, m = gt_mask.shape
     if m == 0: return torch.full((b, len(anchors)), BACKGROUND, dtype=torch.int64, device=anchors.device)
     iou = box_iou(gt_boxes.reshape(-1, 4), anchors).view(b, m, -1).masked_fill(~gt_mask[..., None], -1.)
@@ -75,8 +87,13 @@ def assign_max_iou(anchors:torch.Tensor, gt_boxes:torch.Tensor, gt_mask:torch.Te
 
 # %% ../../nbs/21_det_retinanet.ipynb #350272c5
 class RetinaNetHead(nn.Module):
-    "RetinaNet's classification and box-regression branches, shared by all levels: `{'cls_logits': [B, N, C], 'bbox_regression': [B, N, 4]}`."
-    def __init__(self, channels:int, num_anchors:int, num_classes:int, num_convs:int=4, norm:str|None=None, prior_probability:float=0.01):
+    "Classification and box branches shared by all levels: `{'cls_logits': [B, N, C], 'bbox_regression': [B, N, 4]}`."
+    def __init__(self, channels:int,               # the pyramid's width
+                 num_anchors:int,                  # anchors per position
+                 num_classes:int,
+                 num_convs:int=4,                  # the depth of each branch's `conv_tower`
+                 norm:str|None=None,               # the towers' norm: `'gn'`, `'bn'` or None
+                 prior_probability:float=0.01):    # every class's starting sigmoid
         super().__init__()
         self.num_classes = num_classes
         self.classification_head = nn.Module()
@@ -98,55 +115,84 @@ class RetinaNet(DenseDetector):
     def recipe(cls, channels:int, num_convs:int, **options) -> dict:
         "Version 2 (GroupNorm head, GIoU loss), which trains from scratch without diverging."
         return dict(super().recipe(channels, num_convs), version=2)
-    def __init__(self, backbone:nn.Module, neck:nn.Module, vocab, anchor_sizes=None, aspect_ratios=(0.5, 1.0, 2.0), num_convs:int=4,
-                 head_norm:str|None=None, fg_iou:float=0.5, bg_iou:float=0.4, box_loss:str='l1', score_thresh:float=0.05, nms_thresh:float=0.5,
-                 topk:int=1000, max_detections:int=300, anchor_offset:float=0.):
+    def __init__(self, backbone:nn.Module, neck:nn.Module, vocab,
+                 anchor_sizes=None,             # per level, the anchor sizes (None: `retinanet_anchor_sizes`)
+                 aspect_ratios=(0.5, 1.0, 2.0), # the anchors' h / w
+                 num_convs:int=4,               # the depth of each head branch
+                 head_norm:str|None=None,       # the head's norm: `'gn'`, `'bn'` or None
+                 fg_iou:float=0.5,              # `assign_max_iou`'s IoU from which an anchor is positive
+                 bg_iou:float=0.4,              # the IoU below which it is background (between the two: ignored)
+                 box_loss:str='l1',             # `'l1'` on the deltas or `'giou'` on the decoded boxes
+                 score_thresh:float=0.05,       # detections score above it
+                 nms_thresh:float=0.5,          # the IoU of class-wise NMS
+                 topk:int=1000,                 # candidates per level and image before NMS
+                 max_detections:int=300,        # the most detections per image
+                 anchor_offset:float=0.):       # anchors sit at `(i + anchor_offset) * stride`
         if box_loss not in ('l1', 'giou'): raise ValueError(f"box_loss must be 'l1' or 'giou', got {box_loss!r}")
         anchor_sizes = anchor_sizes or retinanet_anchor_sizes(levels=len(neck.strides))
         if len(anchor_sizes) != len(neck.strides):
-            raise ValueError(f'{len(anchor_sizes)} levels of anchor sizes for a neck with {len(neck.strides)} levels (strides {neck.strides})')
+            raise ValueError(f'{len(anchor_sizes)} levels of anchor sizes for a neck with {len(neck.strides)} levels '
+                             f'(strides {neck.strides})')
         shapes = [anchor_shapes(s, aspect_ratios) for s in anchor_sizes]
         head = RetinaNetHead(neck.channels[0], len(shapes[0]), len(vocab), num_convs, head_norm)
         super().__init__(backbone, neck, head, vocab)
         self.anchor_shapes, self.anchor_offset = shapes, anchor_offset
         self.fg_iou, self.bg_iou, self.box_loss = fg_iou, bg_iou, box_loss
-        self.score_thresh, self.nms_thresh, self.topk, self.max_detections = score_thresh, nms_thresh, topk, max_detections
+        (self.score_thresh, self.nms_thresh,
+         self.topk, self.max_detections) = score_thresh, nms_thresh, topk, max_detections
 
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "The anchors `[N, 4]` of every level, finest first."
-        return torch.cat([grid_anchors(s, f, st, self.anchor_offset) for s, f, st in zip(self.anchor_shapes, feature_sizes, self.strides)]).to(device, dtype)
+        return torch.cat([grid_anchors(s, f, st, self.anchor_offset)
+                          for s, f, st in zip(self.anchor_shapes, feature_sizes, self.strides)]).to(device, dtype)
 
-    def assign(self, outputs:dict, gt_boxes:torch.Tensor, gt_mask:torch.Tensor) -> torch.Tensor:
-        "`[B, N]` index of the padded ground-truth box each anchor learns, -1 for background, `IGNORE` between the thresholds (`assign_max_iou`)."
+    def assign(self, outputs:dict,
+               gt_boxes:torch.Tensor, # `[B, M, 4]` the padded ground-truth boxes
+               gt_mask:torch.Tensor,  # `[B, M]` which are real
+              ) -> torch.Tensor: # `[B, N]` box index, -1 for background, `IGNORE` between the thresholds
+        "The ground-truth box each anchor learns (`assign_max_iou`)."
         return assign_max_iou(outputs['priors'], gt_boxes, gt_mask, self.fg_iou, self.bg_iou)
 
-    def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
-        "`{'classification', 'bbox_regression'}` for the batch, reduced as torchvision does; `prior_weight [N]` weighs each anchor's part."
+    def loss(self, outputs:dict, targets,
+             prior_weight:torch.Tensor|None=None, # `[N]` weighs each anchor's part
+            ) -> dict: # `{'classification', 'bbox_regression'}`
+        "The batch's focal and box losses, reduced as torchvision does."
         logits, deltas, anchors = outputs['cls_logits'], outputs['bbox_regression'], outputs['priors']
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, logits.device, min_objects=1)
         assigned = self.assign(outputs, gt_boxes, gt_mask)
         positive, index = assigned >= 0, assigned.clamp(min=0)
         per_image = positive.sum(1).clamp(min=1).to(logits.dtype)
-        classes = F.one_hot(gt_labels.gather(1, index).clamp(min=0), self.num_classes).to(logits.dtype) * positive[..., None]
+        classes = (F.one_hot(gt_labels.gather(1, index).clamp(min=0), self.num_classes).to(logits.dtype)
+                   * positive[..., None])
         focal = sigmoid_focal_loss(logits, classes, reduction='none').sum(-1) * (assigned != IGNORE)
         image, anchor = positive.nonzero(as_tuple=True)
         matched = gt_boxes[image, index[image, anchor]]
-        if self.box_loss == 'l1': box = F.l1_loss(deltas[image, anchor], encode_boxes(matched, anchors[anchor]), reduction='none').sum(-1)
-        else: box = generalized_box_iou_loss(decode_boxes(deltas[image, anchor], anchors[anchor]), matched, reduction='none', eps=1e-7)
+        if self.box_loss == 'l1':
+            box = F.l1_loss(deltas[image, anchor], encode_boxes(matched, anchors[anchor]), reduction='none').sum(-1)
+        else: box = generalized_box_iou_loss(decode_boxes(deltas[image, anchor], anchors[anchor]), matched,
+                                             reduction='none', eps=1e-7)
         weight = image_prior_weight(prior_weight, assigned)
         if weight is not None: focal, box = focal * weight, box * weight[image, anchor]
         box_per_image = torch.zeros_like(per_image).index_add(0, image, box)
-        return dict(classification=(focal.sum(1) / per_image).mean(), bbox_regression=(box_per_image / per_image).mean())
+        return dict(classification=(focal.sum(1) / per_image).mean(),
+                    bbox_regression=(box_per_image / per_image).mean())
 
     def scoring(self, outputs:dict) -> tuple:
-        "`(scores, decode)`: score `sigmoid(class)` per anchor and class; boxes decoded from the deltas of their anchors."
+        "`(scores, decode)`: `sigmoid(class)` per anchor and class; boxes decoded from the deltas of their anchors."
         return outputs['cls_logits'].sigmoid(), lambda index, deltas: decode_boxes(deltas, outputs['priors'][index])
 
 # %% ../../nbs/21_det_retinanet.ipynb #c8f824ef
-_VERSIONS = {1: dict(extra_from='p5', head_norm=None, box_loss='l1'), 2: dict(extra_from='c5', head_norm='gn', box_loss='giou')}
+_VERSIONS = {1: dict(extra_from='p5', head_norm=None, box_loss='l1'),
+             2: dict(extra_from='c5', head_norm='gn', box_loss='giou')}
 
-def retinanet(vocab, backbone='resnet50', pretrained=None, version:int=1, channels:int=256, **kwargs) -> RetinaNet:
-    "A RetinaNet for `vocab` on `backbone`, as torchvision's v1 or v2; `kwargs`: `detector_pyramid`'s, then `RetinaNet`'s."
+def retinanet(vocab,                # the class names
+              backbone='resnet50',  # a `Backbone` arch name (or a built `Backbone`)
+              pretrained=None,      # a local file of the backbone's weights, or None
+              version:int=1,        # as torchvision's v1 or v2
+              channels:int=256,     # the pyramid's width
+              **kwargs,
+             ) -> RetinaNet:
+    "A RetinaNet for `vocab` on `backbone`; `kwargs`: `detector_pyramid`'s, then `RetinaNet`'s."
     if version not in _VERSIONS: raise ValueError(f'version must be 1 or 2, got {version!r}')
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, {**_VERSIONS[version], **kwargs})
     return RetinaNet(body, fpn, vocab, **kwargs)
@@ -155,13 +201,18 @@ def _coco_names() -> list[str]:
     from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
     return list(RetinaNet_ResNet50_FPN_Weights.COCO_V1.meta['categories'])
 
-def retinanet_from_torchvision(source, vocab=None, version:int=1, **kwargs) -> RetinaNet:
-    "Our RetinaNet-ResNet50-FPN holding the weights of a torchvision one (`source`: the model or its state dict); `vocab` defaults to torchvision's COCO names."
+def retinanet_from_torchvision(source,        # a torchvision RetinaNet-ResNet50-FPN, or its state dict
+                               vocab=None,    # the class names (None: torchvision's COCO names)
+                               version:int=1, # as torchvision's v1 or v2
+                               **kwargs,
+                              ) -> RetinaNet:
+    "Our RetinaNet-ResNet50-FPN holding the weights of a torchvision one; `kwargs`: `retinanet`'s."
     state_dict = source.state_dict() if isinstance(source, nn.Module) else source
     state_dict = from_torchvision_keys(state_dict)
     num_classes = state_dict['head.classification_head.cls_logits.bias'].shape[0] // 9
     vocab = list(vocab) if vocab is not None else _coco_names()
-    if len(vocab) != num_classes: raise ValueError(f'the weights predict {num_classes} classes but vocab has {len(vocab)}')
+    if len(vocab) != num_classes:
+        raise ValueError(f'the weights predict {num_classes} classes but vocab has {len(vocab)}')
     model = retinanet(vocab, 'resnet50', version=version, **kwargs)
     model.load_state_dict(state_dict)
     return model

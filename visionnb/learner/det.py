@@ -21,10 +21,10 @@ from .cls import precision_callbacks
 from .registry import DETECTORS, create_detector
 from .inference import unwrap_model, drawing_order, predict_detections
 # the prediction API and the export moved to their own modules: still importable from here under their names
-from .inference import (input_pipeline, resized_size, detection_inputs, image_tensor, reduced_image, expand_images,
-                                        model_and_pipeline, display_copy)
-from .serialization import (EXPORT_FORMAT, EXPORT_VERSION, load_detector_weights, detector_config, export_detector,
-                                            load_detector)
+from .inference import (input_pipeline, resized_size, detection_inputs, image_tensor, reduced_image,
+                                        expand_images, model_and_pipeline, display_copy)
+from .serialization import (EXPORT_FORMAT, EXPORT_VERSION, load_detector_weights, detector_config,
+                                            export_detector, load_detector)
 
 # %% auto #0
 __all__ = ['DetectionLoss', 'ImageAvgLoss', 'loss_term_names', 'LossTermMetric', 'LossTermsCallback', 'TrainingError',
@@ -32,7 +32,7 @@ __all__ = ['DetectionLoss', 'ImageAvgLoss', 'loss_term_names', 'LossTermMetric',
 
 # %% ../../nbs/42_learner_det.ipynb #3a3543e6
 class DetectionLoss:
-    "fastai loss function for a `DenseDetector`: the sum of `model.loss(outputs, targets)`; the last batch's terms stay in `.terms`."
+    "fastai loss of a `DenseDetector`: the sum of `model.loss(outputs, targets)`; `.terms` has the last batch's terms."
     def __init__(self, model:nn.Module): self.model, self.terms = model, {}
     def __call__(self, outputs:dict, targets) -> torch.Tensor:
         terms = self.model.loss(outputs, targets)
@@ -41,7 +41,7 @@ class DetectionLoss:
 
 # %% ../../nbs/42_learner_det.ipynb #79a23154
 class ImageAvgLoss(AvgLoss):
-    "fastai's `AvgLoss` weighted by the number of images in each batch (`find_bs` of detection targets counts objects of the first image)."
+    "fastai's `AvgLoss` weighted by images per batch (`find_bs` of detection targets counts the first image's objects)."
     def accumulate(self, learn):
         n = len(learn.xb[0])
         self.total += learn.to_detach(learn.loss.mean()) * n
@@ -50,18 +50,19 @@ class ImageAvgLoss(AvgLoss):
 # %% ../../nbs/42_learner_det.ipynb #c1548791
 @torch.no_grad()
 def loss_term_names(model:nn.Module) -> list[str]:
-    "The names of the terms `model.loss` returns, from one eval-mode pass on a blank 64x64 image with one object and mask."
+    "The terms `model.loss` returns, named by one eval-mode pass on a blank 64x64 image with one object and mask."
     training, device = model.training, next(model.parameters()).device
     model.eval()
     try:
         mask = torch.zeros(1, 64, 64, dtype=torch.uint8, device=device)
         mask[:, 8:56, 8:56] = 1   # for the models that learn masks; the others ignore it
-        target = dict(boxes=torch.tensor([[8., 8., 56., 56.]], device=device), labels=torch.zeros(1, dtype=torch.int64, device=device), masks=mask)
+        target = dict(boxes=torch.tensor([[8., 8., 56., 56.]], device=device),
+                      labels=torch.zeros(1, dtype=torch.int64, device=device), masks=mask)
         return list(model.loss(model(torch.zeros(1, 3, 64, 64, device=device)), [target]))
     finally: model.train(training)
 
 class LossTermMetric(Metric):
-    "One loss term, averaged over the images of the epoch's training or validation phase by a `LossTermsCallback`: one column of the table."
+    "One loss term averaged over an epoch's train or valid images by a `LossTermsCallback`: one column of the table."
     def __init__(self, callback, phase:str, term:str): store_attr()
     @property
     def value(self): return self.callback.average(self.phase, self.term)
@@ -69,26 +70,32 @@ class LossTermMetric(Metric):
     def name(self): return f'{self.phase}_{self.term}'
 
 class LossTermsCallback(Callback):
-    "Average each named term of the loss over the images of each epoch, shown as columns `train_<term>` and `valid_<term>`; the validation loss is averaged over images too."
+    "Average each loss term over each epoch's images, as columns `train_<term>`, `valid_<term>`; the valid loss too."
     order = Recorder.order - 1   # the metrics must exist when the Recorder names the columns
-    def __init__(self, terms=None, phases=('train', 'valid')): store_attr(); self.sums = {}
+    def __init__(self,
+                 terms=None,                  # the names of the loss terms (None: `loss_term_names` of the model)
+                 phases=('train', 'valid')):  # the phases whose averages become columns
+        store_attr(); self.sums = {}
     def after_create(self): self._install()
     def before_fit(self): self._install()
 
     def _install(self):
         recorder = getattr(self.learn, 'recorder', None)
         # through vars(): Callback.__setattr__ warns about `loss`, a name the Learner has too
-        if recorder is not None and not isinstance(recorder.loss, ImageAvgLoss): vars(recorder)['loss'] = ImageAvgLoss()
+        if recorder is not None and not isinstance(recorder.loss, ImageAvgLoss):
+            vars(recorder)['loss'] = ImageAvgLoss()
         if any(isinstance(m, LossTermMetric) and m.callback is self for m in self.learn.metrics): return
         self.terms = list(self.terms or loss_term_names(self.learn.model))
-        self.learn.metrics = [LossTermMetric(self, p, t) for p in self.phases for t in self.terms] + list(self.learn.metrics)
+        self.learn.metrics = ([LossTermMetric(self, p, t) for p in self.phases for t in self.terms]
+                              + list(self.learn.metrics))
 
     def before_epoch(self): self.sums = {}
     def before_validate(self): self.sums.pop('valid', None)
 
     def after_loss(self):
         terms = getattr(self.learn.loss_func, 'terms', None)
-        if terms is None: raise TypeError('LossTermsCallback needs a loss function that keeps its `terms`, such as DetectionLoss')
+        if terms is None:
+            raise TypeError('LossTermsCallback needs a loss function that keeps its `terms`, such as DetectionLoss')
         n, sums = len(self.xb[0]), self.sums.setdefault('train' if self.training else 'valid', {})
         for k, v in terms.items():
             total, count = sums.get(k, (0., 0))
@@ -101,8 +108,9 @@ class LossTermsCallback(Callback):
 
 # %% ../../nbs/42_learner_det.ipynb #55aeed95
 class TrainingError(VisionnbError, RuntimeError):
-    "Training cannot go on; the message names phase, epoch, step, batch, images and fix, each also a field a CLI can render."
-    def __init__(self, problem:str, epoch=None, phase:str='train', batch=None, image_ids=(), files=(), fix:str='', step=None, lr=None):
+    "Training cannot go on: the message names phase, epoch, step, batch, images and fix, each a field a CLI can render."
+    def __init__(self, problem:str, epoch=None, phase:str='train', batch=None, image_ids=(), files=(), fix:str='',
+                 step=None, lr=None):
         store_attr('problem,epoch,phase,batch,fix,step,lr')
         self.image_ids, self.files = list(image_ids), list(files)
         self.message = f"{problem} {self.where}" + (f". {fix}" if fix else '')
@@ -110,61 +118,76 @@ class TrainingError(VisionnbError, RuntimeError):
 
     @property
     def where(self) -> str:
-        "`at epoch 0, training step 7 (batch 3 of the epoch; training image ids [..] (files))`, or the validation batch."
+        "`at epoch 0, training step 7 (batch 3 of the epoch; training image ids [..] (files))`, or a validation batch."
         images = f"image ids {self.image_ids}" + (f" ({', '.join(self.files)})" if self.files else '')
-        if self.phase == 'train': return f"at epoch {self.epoch}, training step {self.step} (batch {self.batch} of the epoch; training {images})"
+        if self.phase == 'train':
+            return (f"at epoch {self.epoch}, training step {self.step} "
+                    f"(batch {self.batch} of the epoch; training {images})")
         return f"at epoch {self.epoch}, validation batch {self.batch} (validation {images})"
 
     def __str__(self): return self.message   # fastai's callback wrapper rewrites `args` with its own prefix
 
 def _non_finite(outputs) -> list[str]:
     "The names of the floating-point tensors of a model's output dict (or list) that hold a NaN or an infinity."
-    items = outputs.items() if isinstance(outputs, dict) else enumerate(outputs if isinstance(outputs, (list, tuple)) else [outputs])
+    items = (outputs.items() if isinstance(outputs, dict)
+             else enumerate(outputs if isinstance(outputs, (list, tuple)) else [outputs]))
     return [str(k) for k, v in items if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
 
 class NaNGuardCallback(Callback):
-    "Raise a `TrainingError` at the first non-finite loss or gradient, naming the training step to blame, or validation's."
+    "Raise a `TrainingError` at the first non-finite loss or gradient, naming the step to blame, or validation's."
     order = Recorder.order + 1
-    def __init__(self, check_gradients:bool=True,             # stop on non-finite gradients too (not under fp16: its scaler skips them)
-                 lr_hint:str='the lr of fit',                 # how the user sets the learning rate, for the fix (a CLI: '--lr')
-                 clip_hint:str="fastai's GradientClip callback"): # how the user clips gradients, for the fix (a CLI: '--clip NORM')
+    def __init__(self,
+                 check_gradients:bool=True,   # stop on non-finite gradients too (not under fp16: its scaler skips them)
+                 lr_hint:str='the lr of fit', # how the user sets the learning rate, for the fix (a CLI: '--lr')
+                 clip_hint:str="fastai's GradientClip callback"): # how the user clips gradients (a CLI: '--clip NORM')
         store_attr(); self._stepped = None
 
     def before_fit(self): self._stepped = None
-    def after_step(self): self._stepped = self._batch()   # the last step taken: the one to blame when the model's outputs turn non-finite later
+    # the last step taken: the one to blame when the model's outputs turn non-finite later
+    def after_step(self): self._stepped = self._batch()
 
     def _batch(self) -> dict:
         "What a `TrainingError` says of the current batch (and what names its images)."
-        lr = self.opt.hypers[-1]['lr'] if self.training and getattr(self.learn, 'opt', None) is not None else None
-        return dict(epoch=getattr(self.learn, 'epoch', None), phase='train' if self.training else 'valid', batch=getattr(self.learn, 'iter', None),
-                    step=getattr(self.learn, 'train_iter', None) if self.training else None, lr=lr, yb=self.yb, dl=self.dl)
+        lr = (self.opt.hypers[-1]['lr']
+              if self.training and getattr(self.learn, 'opt', None) is not None else None)
+        return dict(epoch=getattr(self.learn, 'epoch', None), phase='train' if self.training else 'valid',
+                    batch=getattr(self.learn, 'iter', None),
+                    step=getattr(self.learn, 'train_iter', None) if self.training else None,
+                    lr=lr, yb=self.yb, dl=self.dl)
 
     def _error(self, problem:str, batch:dict, fix:str) -> TrainingError:
         batch = dict(batch)
         yb, dl = batch.pop('yb'), batch.pop('dl')
         ids = [int(t['image_id']) for t in yb[0]] if yb and isinstance(yb[0], (list, tuple)) else []
-        files = {getattr(r, 'image_id', None): Path(r.file).name for r in getattr(dl, 'items', []) if hasattr(r, 'file')}
+        files = {getattr(r, 'image_id', None): Path(r.file).name
+                 for r in getattr(dl, 'items', []) if hasattr(r, 'file')}
         return TrainingError(problem, image_ids=ids, files=[files[i] for i in ids if i in files], fix=fix, **batch)
 
     def _diverged(self, lr) -> str:
         at = '' if lr is None else f', {lr:.3g} at this step'
-        return (f"Lower the learning rate ({self.lr_hint}{at}) or clip the gradient norm ({self.clip_hint}); from scratch, prefer normalized heads "
-                "(e.g. retinanet version=2); if it happens at a low learning rate too, check these images' boxes with check_dataset")
+        return (f"Lower the learning rate ({self.lr_hint}{at}) or clip the gradient norm ({self.clip_hint}); "
+                "from scratch, prefer normalized heads (e.g. retinanet version=2); "
+                "if it happens at a low learning rate too, check these images' boxes with check_dataset")
 
     def after_loss(self):
         if torch.isfinite(self.loss).all(): return
         terms = getattr(self.learn.loss_func, 'terms', {})
-        loss = f"{float(self.loss.detach().float().mean())}" + (f" ({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())})" if terms else '')
+        loss = (f"{float(self.loss.detach().float().mean())}"
+                + (f" ({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())})" if terms else ''))
         bad, here = _non_finite(self.pred), self._batch()
-        if bad and self._stepped is not None:   # the model itself diverged: blame the step that left it so, whichever batch shows it
+        # the model itself diverged: blame the step that left it so, whichever batch shows it
+        if bad and self._stepped is not None:
             seen = f"{'training' if self.training else 'validation'} batch {self.iter}"
-            raise self._error(f"the loss became non-finite during training: the optimizer step left the model with non-finite outputs "
-                              f"({', '.join(bad)}; seen on {seen}, loss {loss})", self._stepped, self._diverged(self._stepped['lr']))
-        if self.training: raise self._error(f"the loss became non-finite during training: {loss}", here, self._diverged(here['lr']))
-        if bad: raise self._error(f"the loss is {loss} in validation: the model's outputs ({', '.join(bad)}) are non-finite", here,
+            raise self._error(f"the loss became non-finite during training: the optimizer step left the model "
+                              f"with non-finite outputs ({', '.join(bad)}; seen on {seen}, loss {loss})",
+                              self._stepped, self._diverged(self._stepped['lr']))
+        if self.training:
+            raise self._error(f"the loss became non-finite during training: {loss}", here, self._diverged(here['lr']))
+        if bad: raise self._error(f"the loss is {loss} in validation: "
+                                  f"the model's outputs ({', '.join(bad)}) are non-finite", here,
                                   'Load weights saved before the model diverged')
-        raise self._error(f"the loss became non-finite in validation: {loss}, although the model's outputs are finite", here,
-                          "Check these validation images' boxes with check_dataset")
+        raise self._error(f"the loss became non-finite in validation: {loss}, although the model's outputs are finite",
+                          here, "Check these validation images' boxes with check_dataset")
 
     def after_backward(self):
         scaler = getattr(self.learn, 'scaler', None)
@@ -172,12 +195,13 @@ class NaNGuardCallback(Callback):
         named = [(n, p.grad) for n, p in self.learn.model.named_parameters() if p.grad is not None]
         if not named or torch.stack([g.isfinite().all() for _, g in named]).all(): return
         bad, here = [n for n, g in named if not g.isfinite().all()], self._batch()
-        raise self._error(f"{len(bad)} parameters have non-finite gradients (first: {bad[0]}) although the loss is {float(self.loss.detach()):.4g}",
+        raise self._error(f"{len(bad)} parameters have non-finite gradients (first: {bad[0]}) "
+                          f"although the loss is {float(self.loss.detach()):.4g}",
                           here, self._diverged(here['lr']))
 
 # %% ../../nbs/42_learner_det.ipynb #dbdde8fa
 def det_splitter(model:nn.Module) -> list[list]:
-    "Two fastai parameter groups: the backbone, then neck and head; the parameters of the backbone's frozen stages are left out."
+    "Two fastai parameter groups: the backbone, then neck and head; the backbone's frozen stages' parameters left out."
     model = unwrap_model(model)
     frozen = {id(p) for m in getattr(model.backbone, '_frozen', []) for p in m.parameters(recurse=False)}
     body = [p for p in model.backbone.parameters() if id(p) not in frozen]
@@ -189,13 +213,22 @@ class DetLearner(Learner):
     "A fastai `Learner` for dense detectors: `show_results` and `predict` draw and return boxes; the rest is fastai's."
 
 @delegates(Learner.__init__, but=['loss_func'])
-def det_learner(dls, arch='fcos', backbone='resnet50', pretrained=None, model_kwargs:dict|None=None, metrics='coco', precision:str='auto',
-                splitter=det_splitter, cbs=None, **kwargs) -> DetLearner:
-    "A `DetLearner` training detector `arch` (a key of `DETECTORS` or a built detector) on `dls`; frozen backbone when `pretrained`."
+def det_learner(dls,                          # the DataLoaders, e.g. of `det_dls`
+                arch='fcos',                  # a key of `DETECTORS` or a built detector
+                backbone='resnet50',          # the `Backbone` arch
+                pretrained=None,              # a local file of backbone weights; given, the backbone starts frozen
+                model_kwargs:dict|None=None,  # more arguments of the detector's factory
+                metrics='coco',               # 'coco' (`coco_metrics`; mask models: mask APs, box AP), None or a list
+                precision:str='auto',         # the `precision_callbacks` to add
+                splitter=det_splitter,        # the parameter groups of the model
+                cbs=None,                     # callbacks, plus `LossTermsCallback` and `NaNGuardCallback` unless given
+                **kwargs) -> DetLearner:
+    "A `DetLearner` training detector `arch` on `dls`."
     model = create_detector(arch, dls.vocab, backbone, pretrained, **(model_kwargs or {}))
     if isinstance(metrics, str):
         if metrics != 'coco': raise ValueError(f"metrics={metrics!r}: use 'coco', None or a list of fastai metrics")
-        metrics = coco_metrics(iou_type='segm') + coco_metrics('AP') if getattr(model, 'predicts_masks', False) else coco_metrics()
+        metrics = (coco_metrics(iou_type='segm') + coco_metrics('AP') if getattr(model, 'predicts_masks', False)
+                   else coco_metrics())
     cbs = L(cbs)
     cbs += [cb() for cb in (LossTermsCallback, NaNGuardCallback) if not any(isinstance(c, cb) for c in cbs)]
     learn = DetLearner(dls, model, loss_func=DetectionLoss(model), metrics=metrics, splitter=splitter,
@@ -205,8 +238,15 @@ def det_learner(dls, arch='fcos', backbone='resnet50', pretrained=None, model_kw
 
 # %% ../../nbs/42_learner_det.ipynb #77183289
 @patch
-def show_results(self:DetLearner, ds_idx:int=1, dl=None, max_n:int=4, score_thresh:float=0.3, shuffle:bool=False, figsize=None) -> Figure:
-    "Ground truth (top row) above the predictions scoring at least `score_thresh` (bottom row) for `max_n` images of `dl` (default: `dls[ds_idx]`)."
+def show_results(self:DetLearner,
+                 ds_idx:int=1,             # the index in `dls` of the images' DataLoader
+                 dl=None,                  # the DataLoader (None: `dls[ds_idx]`)
+                 max_n:int=4,              # the number of images
+                 score_thresh:float=0.3,   # the lowest score of the predictions shown
+                 shuffle:bool=False,       # random images rather than the first
+                 figsize=None,             # the figure size (None: 3 wide per image, 6.2 high)
+                ) -> Figure:               # ground truth in the top row, predictions in the bottom row
+    "Ground truth above the predictions for `max_n` images of `dl`."
     dl = ifnone(dl, self.dls[ds_idx]).new(shuffle=shuffle, bs=max_n, drop_last=False)
     images, targets = dl.one_batch()
     model = unwrap_model(self)
@@ -218,14 +258,20 @@ def show_results(self:DetLearner, ds_idx:int=1, dl=None, max_n:int=4, score_thre
     for i, (target, prediction) in enumerate(zip(targets, predictions)):
         (h, w), picture = target['size'], pictures[i].byte()
         shown = drawing_order(prediction, score_thresh)
-        truth = dict(target, masks=target['masks'][:, :h, :w]) if 'masks' in target else target   # padded to the batch, like the picture
-        show_sample(picture[:, :h, :w], truth, vocab, ax=axs[0, i], title=f"image {int(target['image_id'])}: ground truth")
+        # padded to the batch, like the picture
+        truth = dict(target, masks=target['masks'][:, :h, :w]) if 'masks' in target else target
+        show_sample(picture[:, :h, :w], truth, vocab, ax=axs[0, i],
+                    title=f"image {int(target['image_id'])}: ground truth")
         show_sample(picture[:, :h, :w], shown, vocab, ax=axs[1, i], title=f'predicted, score ≥ {score_thresh}')
-        for text, score in zip(axs[1, i].texts, shown['scores'].tolist()): text.set_text(f'{text.get_text()} {score:.2f}')
+        for text, score in zip(axs[1, i].texts, shown['scores'].tolist()):
+            text.set_text(f'{text.get_text()} {score:.2f}')
     return fig
 
 # %% ../../nbs/42_learner_det.ipynb #fa6c9506
 @patch
-def predict(self:DetLearner, item, score_thresh:float|None=None) -> dict:
-    "The detections of one image (path, PIL image, array or tensor) in its original pixels, with class names: see `predict_detections`."
+def predict(self:DetLearner,
+            item,                           # a path, PIL image, array or tensor
+            score_thresh:float|None=None,   # the lowest score kept (None: all)
+           ) -> dict:                       # `boxes`, `scores`, `labels`, `names`, `file` and `orig_size`
+    "The detections of one image in its original pixels, with class names: see `predict_detections`."
     return predict_detections(self, [item], score_thresh=score_thresh)[0]

@@ -31,73 +31,91 @@ def unwrap_model(learn_or_model) -> nn.Module:
     return getattr(model, 'module', model)
 
 # %% ../../nbs/41b_learner_inference.ipynb #9abcc14c
-def drawing_order(prediction:dict, score_thresh:float=0.) -> dict:
-    "The detections of `prediction` scoring at least `score_thresh`, lowest score first: drawn in that order, the best box's label ends on top of the labels of weaker boxes at the same place."
+def drawing_order(prediction:dict,         # one image's prediction dict
+                  score_thresh:float=0.,   # the lowest score kept
+                 ) -> dict:                # the detections scoring at least `score_thresh`, lowest score first
+    "Detections in drawing order: drawn so, the best box's label ends on top of weaker boxes' labels at the same place."
     keep = (prediction['scores'] >= score_thresh).nonzero()[:, 0]
     order = keep[prediction['scores'][keep].argsort(stable=True)]
-    return {k: v[order].cpu() if isinstance(v, torch.Tensor) and len(v) == len(prediction['scores']) else v for k, v in prediction.items()}
+    return {k: v[order].cpu() if isinstance(v, torch.Tensor) and len(v) == len(prediction['scores']) else v
+            for k, v in prediction.items()}
 
 # %% ../../nbs/41b_learner_inference.ipynb #841c2fe7
-def input_pipeline(dls) -> dict:
-    "The validation input pipeline of `det_dls` DataLoaders as plain values: `size`, `pad_multiple`, normalization `mean` and `std` (0-1 scale)."
+def input_pipeline(dls,        # DataLoaders made by `det_dls`
+                  ) -> dict:   # `size`, `pad_multiple`, normalization `mean` and `std` (0-1 scale)
+    "The validation input pipeline of `det_dls` DataLoaders as plain values."
     dl = dls.valid
     sizes = [t.size for v in dl.after_item.fs if isinstance(v, V2Transform) and v.split_idx == 1
              for t in getattr(v.tfm, 'transforms', [v.tfm]) if isinstance(t, ResizeLongest)]
     pads = [t.multiple for t in dl.before_batch.fs if isinstance(t, PadBatch)]
-    if not (sizes and pads): raise ValueError('these DataLoaders were not made by det_dls (no ResizeLongest and PadBatch): pass `size=`')
+    if not (sizes and pads):
+        raise ValueError('these DataLoaders were not made by det_dls (no ResizeLongest and PadBatch): pass `size=`')
     norms = [t for t in dl.after_batch.fs if isinstance(t, Normalize)]
     mean, std = (norms[0].mean, norms[0].std) if norms else (torch.zeros(3), torch.ones(3))
-    return dict(size=sizes[0], pad_multiple=pads[0], mean=torch.as_tensor(mean).flatten().tolist(), std=torch.as_tensor(std).flatten().tolist())
+    return dict(size=sizes[0], pad_multiple=pads[0], mean=torch.as_tensor(mean).flatten().tolist(),
+                std=torch.as_tensor(std).flatten().tolist())
 
 def resized_size(orig_size, # `(H, W)` of the image
                size:int,  # the longer side of the network input
-              ) -> tuple[int, int]:
-    "The `(h, w)` `det_dls` validation resizes an `orig_size` image to: `ResizeLongest(size)`'s rule, from the shape alone."
+              ) -> tuple[int, int]: # the `(h, w)` it is resized to
+    "The size `det_dls` validation resizes an `orig_size` image to: `ResizeLongest(size)`'s rule, from the shape alone."
     shape_only = tv_tensors.Image(torch.empty(1, 1, 1, dtype=torch.uint8).expand(3, *orig_size))   # a view: no pixels
     return tuple(ResizeLongest(size).make_params([shape_only])['size'])
 
 def _resize(image:torch.Tensor, target) -> torch.Tensor:
     "`uint8 [3, h, w]` resized to `target` as `ResizeLongest` resizes images (antialiased bilinear)."
-    return ResizeLongest(max(target)).transform(tv_tensors.Image(image), dict(size=list(target))).as_subclass(torch.Tensor)
+    return ResizeLongest(max(target)).transform(tv_tensors.Image(image),
+                                                dict(size=list(target))).as_subclass(torch.Tensor)
 
-def detection_inputs(images, size:int, pad_multiple:int=32, mean=imagenet_stats[0], std=imagenet_stats[1], device=None) -> tuple:
-    "`(batch, sizes, orig_sizes)`: images (paths, PIL, arrays, tensors) resized, padded, normalized as `det_dls` validation."
+def detection_inputs(images,                   # paths, PIL images, arrays or tensors
+                     size:int,                 # the longer side of the network input
+                     pad_multiple:int=32,      # the batch's height and width are padded to a multiple of it
+                     mean=imagenet_stats[0],   # the normalization mean (0-1 scale)
+                     std=imagenet_stats[1],    # the normalization std (0-1 scale)
+                     device=None,              # the batch's device
+                    ) -> tuple:                # `(batch, sizes, orig_sizes)`
+    "`images` resized, padded and normalized as `det_dls` validation does, into one batch."
     loaded = [reduced_image(image, size) for image in images]   # files and PIL images: no full-size tensor
     resized = [_resize(image, resized_size(orig, size)) for image, orig in loaded]
     height = round_up(max(r.shape[-2] for r in resized), pad_multiple)
     width = round_up(max(r.shape[-1] for r in resized), pad_multiple)
     padded = [TF.pad(r, [0, 0, width - r.shape[-1], height - r.shape[-2]], fill=list(PAD_FILL)) for r in resized]
     batch = torch.stack(padded).to(device).float().div_(255.)   # uint8 travels, as in det_dls
-    mean, std = torch.tensor(mean, device=batch.device).view(1, -1, 1, 1), torch.tensor(std, device=batch.device).view(1, -1, 1, 1)
+    mean, std = (torch.tensor(mean, device=batch.device).view(1, -1, 1, 1),
+                 torch.tensor(std, device=batch.device).view(1, -1, 1, 1))
     return (batch - mean) / std, [tuple(r.shape[-2:]) for r in resized], [orig for _, orig in loaded]
 
 # %% ../../nbs/41b_learner_inference.ipynb #06e5b6b8
-def image_tensor(item) -> tuple:
-    "`(uint8 [3, H, W], file or None)` of a path, PIL image, `H x W (x C)` array or `(C x) H x W` tensor (floats taken as 0-1)."
+def image_tensor(item,        # a path, PIL image, `H x W (x C)` array or `(C x) H x W` tensor (floats taken as 0-1)
+                ) -> tuple:   # `(uint8 [3, H, W], file or None)`
+    "An image as an RGB `uint8` tensor, and its file when read from one."
     if isinstance(item, (str, Path)): return TF.pil_to_tensor(load_image(item)), Path(item)
     if isinstance(item, Image.Image): return TF.pil_to_tensor(item.convert('RGB')), None
     if isinstance(item, np.ndarray):
         array = item[..., None] if item.ndim == 2 else item
         if array.ndim != 3: raise ValueError(f'an image array must be H x W or H x W x C, got shape {item.shape}')
         item = torch.from_numpy(np.array(array)).permute(2, 0, 1)   # a copy: arrays of PIL images are read-only
-    if not isinstance(item, torch.Tensor): raise TypeError(f'cannot read an image from a {type(item).__name__}: pass a path, PIL image, array or tensor')
+    if not isinstance(item, torch.Tensor):
+        raise TypeError(f'cannot read an image from a {type(item).__name__}: pass a path, PIL image, array or tensor')
     image = item.as_subclass(torch.Tensor).detach().cpu()
     image = image[None] if image.ndim == 2 else image
-    if image.ndim != 3 or image.shape[0] not in (1, 3, 4): raise ValueError(f'an image tensor must be 3 x H x W (or 1 or 4 channels), got {tuple(item.shape)}')
+    if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+        raise ValueError(f'an image tensor must be 3 x H x W (or 1 or 4 channels), got {tuple(item.shape)}')
     image = image[:3].expand(3, -1, -1) if image.shape[0] != 3 else image
     if image.is_floating_point(): image = (image.clamp(0, 1) * 255).round()
     return image.to(torch.uint8).contiguous(), None
 
-# reduced to at least twice the input size: the last, antialiased resize still averages over 2 x 2 pixels or more (PIL's `reducing_gap` idea)
+# reduced to at least twice the input size: the last, antialiased resize still averages over 2 x 2 pixels or more
+# (PIL's `reducing_gap` idea)
 _REDUCE_GAP = 2
 
 def _reduced(img:Image.Image, target_wh) -> Image.Image:
-    "`img` reduced by the largest integer factor (PIL's box `reduce`) that keeps it `_REDUCE_GAP` x `target_wh` or larger."
+    "`img` reduced by the largest integer factor (PIL's box `reduce`) keeping it `_REDUCE_GAP` x `target_wh` or larger."
     factor = min(img.width // (_REDUCE_GAP * target_wh[0]), img.height // (_REDUCE_GAP * target_wh[1]))
     return img.reduce(factor) if factor >= 2 else img
 
 def _read_reduced(path, size:int) -> tuple[Image.Image, tuple]:
-    "`(image, (H, W))`: `path` as `load_image` reads it, reduced for the input `size` (a JPEG decoded smaller by `draft`)."
+    "`(image, (H, W))`: `path` as `load_image` reads it, reduced for input `size` (a JPEG decoded smaller by `draft`)."
     img = _open(path)
     swapped = exif_orientation(img) in _SWAPS_AXES   # the file stores the picture on its side
     orig = (img.width, img.height) if swapped else (img.height, img.width)
@@ -111,8 +129,8 @@ def _read_reduced(path, size:int) -> tuple[Image.Image, tuple]:
 
 def reduced_image(item,     # a path, PIL image, array or tensor
                   size:int, # the longer side of the network input
-                 ) -> tuple:
-    "`(uint8 [3, h, w], (H, W))`: `item` and its original size; files and PIL images are first reduced in PIL for `size`."
+                 ) -> tuple: # `(uint8 [3, h, w], (H, W))`: the image and its original size
+    "`item` as a `uint8` tensor; files and PIL images are first reduced in PIL for `size`."
     if isinstance(item, (str, Path)): img, orig = _read_reduced(item, size)
     elif isinstance(item, Image.Image):
         orig = (item.height, item.width)
@@ -131,23 +149,32 @@ def expand_images(items) -> list:
     return [items]
 
 # %% ../../nbs/41b_learner_inference.ipynb #883838d5
-def model_and_pipeline(learn_or_model, size:int|None=None) -> tuple:
-    "The (unwrapped) detector and its input pipeline settings (from a learner's DataLoaders or a model's `config`), `size` overriding."
+def model_and_pipeline(learn_or_model,       # a `Learner` or a detector
+                       size:int|None=None,   # the input size, overriding the pipeline's
+                      ) -> tuple:            # the (unwrapped) detector and its input pipeline settings
+    "The detector and its input pipeline, from a learner's DataLoaders or a model's `config`."
     model = unwrap_model(learn_or_model)
     if isinstance(learn_or_model, Learner): pipeline = input_pipeline(learn_or_model.dls)
     else:
         config = getattr(model, 'config', None) or {}
         pipeline = dict(size=config.get('size'), pad_multiple=config.get('pad_multiple', 32),
-                        mean=config.get('mean', list(imagenet_stats[0])), std=config.get('std', list(imagenet_stats[1])))
+                        mean=config.get('mean', list(imagenet_stats[0])),
+                        std=config.get('std', list(imagenet_stats[1])))
     pipeline['size'] = ifnone(size, pipeline['size'])
-    if pipeline['size'] is None: raise ValueError('the model does not say its input size (it was not loaded with load_detector): pass `size=`')
+    if pipeline['size'] is None:
+        raise ValueError('the model does not say its input size (it was not loaded with load_detector): pass `size=`')
     return model, pipeline
 
 def _keep(prediction:dict, keep:torch.Tensor) -> dict:
     return {k: v[keep] if isinstance(v, torch.Tensor) and len(v) == len(keep) else v for k, v in prediction.items()}
 
-def predict_detections(learn_or_model, items, size:int|None=None, bs:int=8, score_thresh:float|None=None) -> list[dict]:
-    "Per image: `boxes` in its original pixels, `scores`, `labels`, class `names`, `file` and `orig_size`; for paths, a folder, PIL images, arrays or tensors."
+def predict_detections(learn_or_model,                  # a `Learner` or a detector
+                       items,                           # paths, a folder, PIL images, arrays or tensors
+                       size:int|None=None,              # the input size (None: the learner's or model's)
+                       bs:int=8,                        # images per batch
+                       score_thresh:float|None=None,    # drop detections scoring lower (None: keep all)
+                      ) -> list[dict]:                  # one prediction dict per image
+    "Per image: `boxes` in its original pixels, `scores`, `labels`, class `names`, `file` and `orig_size`."
     model, pipeline = model_and_pipeline(learn_or_model, size)
     device, vocab, images = next(model.parameters()).device, list(model.vocab), expand_images(items)
     results = []
@@ -158,14 +185,16 @@ def predict_detections(learn_or_model, items, size:int|None=None, bs:int=8, scor
             prediction = to_original({k: v.cpu() for k, v in prediction.items()}, size_, orig_size)
             if score_thresh is not None: prediction = _keep(prediction, prediction['scores'] >= score_thresh)
             file = Path(item) if isinstance(item, (str, Path)) else None
-            results.append(dict(prediction, names=[vocab[l] for l in prediction['labels'].tolist()], file=file, orig_size=orig_size))
+            results.append(dict(prediction, names=[vocab[l] for l in prediction['labels'].tolist()], file=file,
+                                orig_size=orig_size))
     return results
 
 def display_copy(item,            # the image predicted on: a path, PIL image, array or tensor
                  prediction:dict, # its detections in original pixels, as `predict_detections` returns them
                  size:int=1024,   # the most pixels of the copy's longer side
-                ) -> tuple:
-    "`(uint8 [3, h, w], prediction)`: `item` at most `size` px on its longer side, `prediction` scaled to it, for drawing."
+                ) -> tuple:       # `(uint8 [3, h, w], prediction)`
+    "`item` at most `size` px on its longer side and `prediction` scaled to it, for drawing."
     image, orig = reduced_image(item, size)
     shown = resized_size(orig, min(size, max(orig)))   # never enlarged
-    return _resize(image, shown), to_original(prediction, orig, shown)   # to_original maps any frame to any other: here the original to the copy
+    # to_original maps any frame to any other: here the original to the copy
+    return _resize(image, shown), to_original(prediction, orig, shown)

@@ -29,7 +29,7 @@ def _entry(arch:str) -> tuple[str, str, str]:
 
 def detector_factory(arch:str, # a key of `DETECTORS`
                     ):
-    "The function that builds the detector `arch` (classes first, then backbone and head settings), imported on first use."
+    "The function building the detector `arch` (classes first, then backbone and head settings), imported on first use."
     module, factory, _ = _entry(arch)
     return getattr(importlib.import_module(module), factory)
 
@@ -49,10 +49,12 @@ def create_detector(arch,                # a registry name (`DETECTORS`), such a
     "The detector `arch` for the classes `vocab`, the factory given `kwargs`; `model.config` records how it was built."
     if not isinstance(arch, str):   # a model built by hand
         if list(getattr(arch, 'vocab', vocab)) != list(vocab):
-            raise ValueError(f"the model's classes {list(arch.vocab)} are not the data's {list(vocab)}: build the model with the data's vocab")
+            raise ValueError(f"the model's classes {list(arch.vocab)} are not the data's {list(vocab)}: "
+                             "build the model with the data's vocab")
         return arch
     factory = detector_factory(arch)
-    config = dict(arch=arch, backbone=backbone, model_kwargs=dict(kwargs))   # no `pretrained`: the weights travel in the state dict
+    # no `pretrained`: the weights travel in the state dict
+    config = dict(arch=arch, backbone=backbone, model_kwargs=dict(kwargs))
     if backbone_kwargs: config['backbone_kwargs'] = kwargs['backbone_kwargs'] = dict(backbone_kwargs)
     model = factory(list(vocab), backbone=backbone, pretrained=pretrained, **kwargs)
     model.config = config

@@ -17,23 +17,32 @@ from .inference import unwrap_model, model_and_pipeline
 __all__ = ['EXPORT_FORMAT', 'EXPORT_VERSION', 'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
 
 # %% ../../nbs/41c_learner_serialization.ipynb #da2e1f8f
-def _listed(items, n:int=4) -> str: return ', '.join(map(str, items[:n])) + (f', ... ({len(items) - n} more)' if len(items) > n else '')
+def _listed(items, n:int=4) -> str:
+    return ', '.join(map(str, items[:n])) + (f', ... ({len(items) - n} more)' if len(items) > n else '')
 
 def _load_state(model:nn.Module, state:dict, file):
     "Load `state` into `model`, or raise a `PretrainedWeightsError` naming what does not fit."
     if any(k.startswith('backbone.fpn.') for k in state):
-        raise PretrainedWeightsError(file, 'holds a torchvision detector (keys backbone.fpn.*)', fix='Convert it with fcos_from_torchvision or retinanet_from_torchvision')
+        raise PretrainedWeightsError(file, 'holds a torchvision detector (keys backbone.fpn.*)',
+                                     fix='Convert it with fcos_from_torchvision or retinanet_from_torchvision')
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state)
     if missing or unexpected or mismatched:
-        parts = [f'{len(missing)} missing keys ({_listed(missing)})' if missing else '', f'{len(unexpected)} unexpected keys ({_listed(unexpected)})' if unexpected else '',
-                 f"{len(mismatched)} shape mismatches ({_listed([f'{k}: file {g} vs model {e}' for k, g, e in mismatched])})" if mismatched else '']
-        raise PretrainedWeightsError(file, f'the weights do not fit this {type(model).__name__} ({len(model.vocab)} classes): ' + '; '.join(p for p in parts if p),
-            fix='Build the detector with the arch, backbone, channels, model arguments and number of classes the weights were trained with '
-                '(load_detector reads them from an export_detector file)', missing=missing, unexpected=unexpected, mismatched=mismatched)
+        parts = [f'{len(missing)} missing keys ({_listed(missing)})' if missing else '',
+                 f'{len(unexpected)} unexpected keys ({_listed(unexpected)})' if unexpected else '',
+                 f"{len(mismatched)} shape mismatches "
+                 f"({_listed([f'{k}: file {g} vs model {e}' for k, g, e in mismatched])})" if mismatched else '']
+        raise PretrainedWeightsError(
+            file, f'the weights do not fit this {type(model).__name__} ({len(model.vocab)} classes): '
+                  + '; '.join(p for p in parts if p),
+            fix='Build the detector with the arch, backbone, channels, model arguments and number of classes '
+                'the weights were trained with (load_detector reads them from an export_detector file)',
+            missing=missing, unexpected=unexpected, mismatched=mismatched)
     model.load_state_dict(state, strict=False)   # strict but for BatchNorm's num_batches_tracked counters
 
-def load_detector_weights(learn_or_model, path) -> nn.Module:
-    "Load the detector weights in the local file `path` into a learner's model or a model; all keys must fit. Returns the model."
+def load_detector_weights(learn_or_model,   # a `Learner` or a detector
+                          path,             # a local file of the detector's weights
+                         ) -> nn.Module:    # the model, the weights loaded
+    "Load the detector weights in the local file `path` into a learner's model or a model; all keys must fit."
     model = unwrap_model(learn_or_model)
     _load_state(model, read_state_dict(path), path)
     return model
@@ -46,19 +55,26 @@ def _check_plain(value, file=None, where:str='config'):
     "Raise an `ExportError` unless `value` is made of plain types only (what `torch.load(weights_only=True)` reads)."
     if isinstance(value, dict):
         for k, v in value.items():
-            if type(k) is not str: raise ExportError(file, f'{where} has the key {k!r} of type {type(k).__name__}: keys must be strings')
+            if type(k) is not str:
+                raise ExportError(file, f'{where} has the key {k!r} of type {type(k).__name__}: keys must be strings')
             _check_plain(v, file, f'{where}.{k}')
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value): _check_plain(v, file, f'{where}[{i}]')
     elif type(value) not in _PLAIN:
-        raise ExportError(file, f'{where} is a {type(value).__name__} ({str(value)[:60]}); an export holds only strings, numbers, lists and dicts, so that '
-                          'load_detector reads it without unpickling code', fix='Build the detector from names and plain arguments (e.g. backbone="resnet50", not a module)')
+        raise ExportError(
+            file, f'{where} is a {type(value).__name__} ({str(value)[:60]}); an export holds only strings, numbers, '
+                  'lists and dicts, so that load_detector reads it without unpickling code',
+            fix='Build the detector from names and plain arguments (e.g. backbone="resnet50", not a module)')
 
-def detector_config(learn_or_model, size:int|None=None, file=None) -> dict:
-    "The plain config that rebuilds a detector and its inputs: arch, backbone, model kwargs (with the current postprocess settings), vocab, input pipeline; errors name `file`."
+def detector_config(learn_or_model,       # a `Learner` or a detector built by `create_detector` or `det_learner`
+                    size:int|None=None,   # the input size, overriding the pipeline's
+                    file=None,            # the file that errors name
+                   ) -> dict:             # plain values only; `model_kwargs` include the current postprocess settings
+    "The plain config that rebuilds a detector and its inputs: arch, backbone, model kwargs, vocab, input pipeline."
     model, pipeline = model_and_pipeline(learn_or_model, size)
     built = getattr(model, 'config', None)
-    if not built: raise ExportError(file, f'this {type(model).__name__} was not built by create_detector or det_learner, so nothing says how to rebuild it',
+    if not built: raise ExportError(file, f'this {type(model).__name__} was not built by create_detector or '
+                                    'det_learner, so nothing says how to rebuild it',
                                     fix="Build it with det_learner(dls, arch='fcos', ...) or create_detector")
     settings = {k: getattr(model, k) for k in model.postprocess_settings}   # as predicted with, edits included
     config = dict(format=EXPORT_FORMAT, version=EXPORT_VERSION, arch=built['arch'], backbone=built['backbone'],
@@ -82,28 +98,40 @@ def _checked_config(saved, path) -> dict:
     config = saved.get('config') if isinstance(saved, dict) else None
     if not isinstance(config, dict) or config.get('format') != EXPORT_FORMAT:
         raise PretrainedWeightsError(path, 'is not a detector written by export_detector (it has no config)',
-                                     fix='Build the detector with create_detector and load these weights with load_detector_weights(model, path)')
-    missing = [k for k in _CONFIG_KEYS if k not in config] + ([] if isinstance(saved.get('state_dict'), dict) else ['state_dict'])
-    if missing: raise PretrainedWeightsError(path, f"its detector config lacks {', '.join(missing)} (it has {', '.join(sorted(config))})", fix=_REEXPORT)
+                                     fix='Build the detector with create_detector and load these weights with '
+                                         'load_detector_weights(model, path)')
+    missing = ([k for k in _CONFIG_KEYS if k not in config]
+               + ([] if isinstance(saved.get('state_dict'), dict) else ['state_dict']))
+    if missing: raise PretrainedWeightsError(path, f"its detector config lacks {', '.join(missing)} "
+                                                   f"(it has {', '.join(sorted(config))})", fix=_REEXPORT)
     version = config['version']
     if not (type(version) is int and version >= 1):
-        raise PretrainedWeightsError(path, f"its export version {version!r} is not one visionnb writes (1 to {EXPORT_VERSION})", fix=_REEXPORT)
+        raise PretrainedWeightsError(
+            path, f"its export version {version!r} is not one visionnb writes (1 to {EXPORT_VERSION})", fix=_REEXPORT)
     if version > EXPORT_VERSION:
-        raise PretrainedWeightsError(path, f"was written by a newer visionnb (export version {version}, this one reads {EXPORT_VERSION})", fix='Update visionnb')
+        raise PretrainedWeightsError(
+            path, f"was written by a newer visionnb (export version {version}, this one reads {EXPORT_VERSION})",
+            fix='Update visionnb')
     if config['arch'] not in DETECTORS:
-        raise PretrainedWeightsError(path, f"its config names the detector arch {config['arch']!r}, which this visionnb does not know "
-                                     f"(it knows {', '.join(DETECTORS)})", fix='Load it with the visionnb that exported it, or re-export it with a known arch')
+        raise PretrainedWeightsError(
+            path, f"its config names the detector arch {config['arch']!r}, which this visionnb does not know "
+                  f"(it knows {', '.join(DETECTORS)})",
+            fix='Load it with the visionnb that exported it, or re-export it with a known arch')
     return config
 
-def load_detector(path) -> Detector:
-    "The detector exported to `path` by `export_detector`, in eval mode on the CPU, with its class names (`vocab`) and input settings (`config`)."
+def load_detector(path,           # a file written by `export_detector`
+                 ) -> Detector:   # in eval mode, on the CPU, with its class names `vocab` and input settings `config`
+    "The detector exported to `path` by `export_detector`."
     path = Path(path)
-    if not path.is_file(): raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the path export_detector wrote')
+    if not path.is_file():
+        raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the path export_detector wrote')
     saved = load_tensors(path, PretrainedWeightsError, 'a detector', fix='Pass a file written by export_detector')
     config = _checked_config(saved, path)
-    try: model = create_detector(config['arch'], config['vocab'], config['backbone'], backbone_kwargs=config.get('backbone_kwargs'), **config['model_kwargs'])
+    try: model = create_detector(config['arch'], config['vocab'], config['backbone'],
+                                 backbone_kwargs=config.get('backbone_kwargs'), **config['model_kwargs'])
     except (TypeError, ValueError) as e:
-        raise PretrainedWeightsError(path, f"its config does not build a {config['arch']} ({type(e).__name__}: {e})", fix=_REEXPORT) from e
+        raise PretrainedWeightsError(path, f"its config does not build a {config['arch']} ({type(e).__name__}: {e})",
+                                     fix=_REEXPORT) from e
     _load_state(model, saved['state_dict'], path)
     model.config = config
     return model.eval()

@@ -35,14 +35,15 @@ _UNPICKLER = re.compile(r'WeightsUnpickler error:\s*(.*?)\s*(?:Check the documen
 
 def load_failure(e:Exception,        # what `torch.load` or safetensors raised
                  what:str='weights',  # what the file should hold: 'weights', 'a detector', 'a checkpoint'
-                ) -> tuple[str, str|None]:
-    "`(problem, fix)` of a file refused by `torch.load(weights_only=True)` or safetensors; `fix` only for pickled objects."
+                ) -> tuple[str, str|None]:  # `fix` is None unless the file holds pickled objects
+    "`(problem, fix)` of a file refused by `torch.load(weights_only=True)` or safetensors."
     text = str(e)
     pickled = _PICKLED.search(text)
     if pickled:
-        return (f"holds pickled Python objects (such as {pickled[1]}), not only tensors: loading it could run code, so it may be "
-                "malicious, and it was NOT loaded"), ("If it comes from a source you trust, load it in code you trust and save only "
-                "its tensors (torch.save(model.state_dict(), path)), then pass that file")
+        return (f"holds pickled Python objects (such as {pickled[1]}), not only tensors: loading it could run code, "
+                "so it may be malicious, and it was NOT loaded"), (
+                "If it comes from a source you trust, load it in code you trust and save only its tensors "
+                "(torch.save(model.state_dict(), path)), then pass that file")
     detail = _UNPICKLER.search(text)
     reason = (detail[1] if detail else text.split('. ')[0]).strip() or 'empty or cut short'
     return f"cannot be read as {what} ({type(e).__name__}: {reason[:200]})", None
@@ -52,7 +53,7 @@ def load_tensors(path,                        # a local `.pth` / `.pt` file
                  what:str='weights',           # what the file should hold, for the message
                  fix:str='',                   # what to do about a damaged file
                  map_location='cpu'):
-    "`torch.load(path, weights_only=True)`: tensors and plain values, never code; a refused file raises `error(path, ...)`."
+    "`torch.load(path, weights_only=True)`: tensors and plain values, never code; a refused file raises `error`."
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         problem, pickled_fix = load_failure(e, what)
@@ -67,11 +68,13 @@ def _unwrap(checkpoint, file) -> dict:
     while isinstance(checkpoint, dict) and not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         key = next((k for k in _WRAPPER_KEYS if isinstance(checkpoint.get(k), dict)), None)
         if key is None:
-            raise PretrainedWeightsError(file, f"no state dict found among the checkpoint's keys {sorted(checkpoint)[:8]}",
+            raise PretrainedWeightsError(
+                file, f"no state dict found among the checkpoint's keys {sorted(checkpoint)[:8]}",
                 fix=f"Save `model.state_dict()` itself, or under one of the keys {_WRAPPER_KEYS}")
         checkpoint = checkpoint[key]
     if not isinstance(checkpoint, dict):
-        raise PretrainedWeightsError(file, f"holds a {type(checkpoint).__name__}, not a state dict", fix="Save `model.state_dict()`")
+        raise PretrainedWeightsError(file, f"holds a {type(checkpoint).__name__}, not a state dict",
+                                     fix="Save `model.state_dict()`")
     return checkpoint
 
 def _strip_prefixes(state_dict:dict) -> dict:
@@ -93,14 +96,17 @@ def read_state_dict(path) -> dict:
         raise PretrainedWeightsError(path, "weights file not found",
             fix="visionnb does not download: fetch the weights on a machine with internet and pass their local path")
     fix = "Pass a file written by `torch.save(model.state_dict(), path)` or safetensors' `save_file`"
-    checkpoint = _read_safetensors(path, fix) if path.suffix == '.safetensors' else load_tensors(path, PretrainedWeightsError, 'weights', fix)
+    checkpoint = (_read_safetensors(path, fix) if path.suffix == '.safetensors'
+                  else load_tensors(path, PretrainedWeightsError, 'weights', fix))
     return _strip_prefixes(_unwrap(checkpoint, path))
 
 # %% ../../nbs/11_models_backbone.ipynb #2c9c50a1
 def _is_counter(key:str) -> bool: return key.endswith('num_batches_tracked')
 
-def compare_state_dicts(expected:dict, given:dict) -> tuple[list, list, list]:
-    "`(missing, unexpected, mismatched)` keys of `given` against `expected`; `mismatched` holds `(key, given_shape, expected_shape)`."
+def compare_state_dicts(expected:dict,   # the reference, e.g. a model's state dict
+                        given:dict,      # the state dict to check, e.g. a file's
+                       ) -> tuple[list, list, list]: # `mismatched` holds `(key, given_shape, expected_shape)`
+    "`(missing, unexpected, mismatched)` keys of `given` against `expected`."
     missing = [k for k in expected if k not in given and not _is_counter(k)]
     unexpected = [k for k in given if k not in expected and not _is_counter(k)]
     mismatched = [(k, tuple(given[k].shape), tuple(expected[k].shape)) for k in given
@@ -116,7 +122,8 @@ def _check_fit(file, expected:dict, given:dict, strict:bool, what:str='the model
     if not (mismatched or (strict and (missing or unexpected))): return missing, unexpected
     parts = [f"{len(missing)} missing keys ({_some(missing)})" if missing else '',
              f"{len(unexpected)} unexpected keys ({_some(unexpected)})" if unexpected else '',
-             f"{len(mismatched)} shape mismatches ({_some([f'{k}: file {g} vs model {e}' for k, g, e in mismatched])})" if mismatched else '']
+             (f"{len(mismatched)} shape mismatches ({_some([f'{k}: file {g} vs model {e}' for k, g, e in mismatched])})"
+              if mismatched else '')]
     raise PretrainedWeightsError(file, f"the weights do not fit {what}: " + '; '.join(p for p in parts if p),
         fix="Check that the architecture matches the checkpoint; use `prefix=` to pick a sub-model's keys "
             "(e.g. 'backbone.body.'), or `strict=False` to load the keys that fit and keep the rest as initialised",
@@ -179,7 +186,8 @@ def resolve_arch(arch:str) -> tuple[str, str]:
     source, name = arch.split(':', 1) if ':' in arch else ('', arch)
     if source in ('', 'visionnb') and name in RESNET_VARIANTS: return 'visionnb', name
     if source in ('', 'timm') and timm.is_model(name): return 'timm', name
-    raise ValueError(f"unknown architecture {arch!r}: ours are {sorted(RESNET_VARIANTS)}; timm knows {len(timm.list_models())} models "
+    raise ValueError(f"unknown architecture {arch!r}: ours are {sorted(RESNET_VARIANTS)}; "
+                     f"timm knows {len(timm.list_models())} models "
                      f"(see `timm.list_models('resnet*')`), write 'timm:NAME' to pick timm's")
 
 def _wrap_module(model:nn.Module, out_indices, pretrained, strict) -> nn.Module:
@@ -188,23 +196,30 @@ def _wrap_module(model:nn.Module, out_indices, pretrained, strict) -> nn.Module:
         if pretrained is not None: load_pretrained(model, pretrained, strict)
         return model
     if not isinstance(getattr(model, 'feature_info', None), (list, tuple)):
-        raise TypeError(f"{type(model).__name__} has no timm-style `feature_info` (list of dicts with num_chs, reduction, module)")
+        raise TypeError(f"{type(model).__name__} has no timm-style `feature_info` "
+                        "(list of dicts with num_chs, reduction, module)")
     if pretrained is not None: load_pretrained(model, pretrained, strict)
     return FeatureListNet(model, out_indices=out_indices)
 
 def _timm_features(name:str, out_indices, pretrained, strict, **kwargs) -> nn.Module:
     "timm's `features_only` model `name`, its weights checked and loaded from the local file `pretrained`."
-    if pretrained is None: return timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices, **kwargs)
+    if pretrained is None:
+        return timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices, **kwargs)
     state_dict, full = read_state_dict(pretrained), timm.create_model(name, pretrained=False, **kwargs)
     _check_fit(pretrained, full.state_dict(), state_dict, strict, f"timm's {name}")
     full.load_state_dict(state_dict, strict=False)
-    # every key of the model, the file's where it has them: timm's loader may then be strict or not as each family decides
+    # every key of the model, the file's where it has them: timm's loader may be strict or not as each family decides
     # (some families set `pretrained_strict` themselves and refuse ours)
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=full.state_dict()),
                              features_only=True, out_indices=out_indices, **kwargs)
 
-def feature_extractor(arch, out_indices:int|tuple=3, pretrained=None, strict:bool=True, **kwargs) -> nn.Module:
-    "A timm-style feature extractor (maps out, with `feature_info`) of `arch`; an int `out_indices` takes the last levels."
+def feature_extractor(arch,                      # a module with timm-style `feature_info`, or a name for `resolve_arch`
+                      out_indices:int|tuple=3,   # the feature levels; an int takes the last levels
+                      pretrained=None,           # a local weights file (None: the model's own initialisation)
+                      strict:bool=True,          # the file's keys must match the model's (shapes must always)
+                      **kwargs,                  # passed to `create_resnet` or `timm.create_model`
+                     ) -> nn.Module:             # a model returning the maps of `out_indices`
+    "A timm-style feature extractor (maps out, with `feature_info`) of `arch`."
     out_indices = out_indices if isinstance(out_indices, int) else tuple(out_indices)
     if isinstance(arch, nn.Module): return _wrap_module(arch, out_indices, pretrained, strict)
     source, name = resolve_arch(arch)
@@ -213,14 +228,22 @@ def feature_extractor(arch, out_indices:int|tuple=3, pretrained=None, strict:boo
 
 # %% ../../nbs/11_models_backbone.ipynb #87944ec1
 class Backbone(nn.Module):
-    "Feature maps of `arch` at `out_indices` (an int: the last levels), with optional frozen stages and BatchNorm statistics."
-    def __init__(self, arch, out_indices:int|tuple=3, frozen_stages:int=-1, frozen_bn:bool=False, norm_eval:bool=False,
-                 pretrained=None, strict:bool=True, **kwargs):
+    "Feature maps of `arch` at `out_indices`, with optional frozen stages and BatchNorm statistics."
+    def __init__(self,
+                 arch,                       # a module with timm-style `feature_info`, or an architecture name
+                 out_indices:int|tuple=3,    # the feature levels; an int takes the last levels
+                 frozen_stages:int=-1,       # freeze the parameters of feature levels up to this one (-1: none)
+                 frozen_bn:bool=False,       # replace every BatchNorm by a frozen one (`freeze_batchnorm`)
+                 norm_eval:bool=False,       # keep every BatchNorm in eval mode: its statistics do not move
+                 pretrained=None,            # a local weights file
+                 strict:bool=True,           # as in `feature_extractor`
+                 **kwargs):                  # passed to the model's constructor
         super().__init__()
         self.body = feature_extractor(arch, out_indices, pretrained, strict, **kwargs)
         info = self.body.feature_info
         levels = range(len(info.info))   # timm keeps an int's levels as negative indices
-        self.out_indices, self.channels, self.strides = tuple(levels[i] for i in info.out_indices), info.channels(), info.reduction()
+        self.out_indices, self.channels, self.strides = (tuple(levels[i] for i in info.out_indices),
+                                                         info.channels(), info.reduction())
         if frozen_bn: freeze_batchnorm(self.body)
         self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
         self._frozen = stage_modules(self.body, frozen_stages)   # a plain list: no second registration
@@ -252,5 +275,6 @@ def feature_stages(model:nn.Module, # a module with timm-style `feature_info`, o
     info = getattr(info, 'info', info) or []
     names = dict(model.named_modules())
     # FeatureListNet flattens `stages.3` to `stages_3`
-    found = [(prefix + n, i['reduction']) for i in info for n in dict.fromkeys((i['module'], i['module'].replace('.', '_'))) if n in names]
+    found = [(prefix + n, i['reduction']) for i in info
+             for n in dict.fromkeys((i['module'], i['module'].replace('.', '_'))) if n in names]
     return found[::-1]

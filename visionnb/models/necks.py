@@ -23,7 +23,12 @@ __all__ = ['FPN', 'PAFPN', 'receptive_field', 'model_stats']
 # %% ../../nbs/12_models_necks.ipynb #f66aa3c4
 class FPN(FeaturePyramidNetwork):
     "Feature pyramid network on torchvision's module: lists in, lists out, optional P6/P7 from `'p5'` or `'c5'`."
-    def __init__(self, in_channels:list, out_channels:int=256, extra_levels:int=0, extra_from:str='p5', in_strides=None):
+    def __init__(self,
+                 in_channels:list,        # the widths of the backbone levels, highest resolution first
+                 out_channels:int=256,    # the width of every output level
+                 extra_levels:int=0,      # 0, or 2 for P6 and P7
+                 extra_from:str='p5',     # what P6/P7 are computed from: `'p5'` or `'c5'`
+                 in_strides=None):        # the strides of the input levels (default: 8, 16, 32...)
         if extra_levels not in (0, 2): raise ValueError(f"extra_levels must be 0 or 2 (P6 and P7), got {extra_levels}")
         if extra_from not in ('p5', 'c5'): raise ValueError(f"extra_from must be 'p5' or 'c5', got {extra_from!r}")
         extra = None
@@ -46,15 +51,22 @@ class FPN(FeaturePyramidNetwork):
 
 # %% ../../nbs/12_models_necks.ipynb #266c7592
 class PAFPN(nn.Module):
-    "FPN followed by PANet's bottom-up path augmentation; optional P6/P7 from the top N level (`'p5'`) or `'c5'`."
-    def __init__(self, in_channels:list, out_channels:int=256, extra_levels:int=0, extra_from:str='p5', in_strides=None):
+    "FPN followed by PANet's bottom-up path augmentation; optional P6/P7 after the bottom-up path."
+    def __init__(self,
+                 in_channels:list,        # the widths of the backbone levels, highest resolution first
+                 out_channels:int=256,    # the width of every output level
+                 extra_levels:int=0,      # 0, or 2 for P6 and P7
+                 extra_from:str='p5',     # what P6/P7 are computed from: the top N level (`'p5'`) or `'c5'`
+                 in_strides=None):        # the strides of the input levels (default: 8, 16, 32...)
         super().__init__()
         self.fpn = FPN(in_channels, out_channels, extra_levels, extra_from, in_strides)
         self.strides, self.channels = self.fpn.strides, self.fpn.channels
         n = len(in_channels)
-        self.downsample_blocks = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) for _ in range(n - 1))
+        self.downsample_blocks = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
+                                               for _ in range(n - 1))
         self.fuse_blocks = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in range(n - 1))
-        self.extra_blocks, self.fpn.extra_blocks = self.fpn.extra_blocks, None   # extra levels go after the bottom-up path
+        # extra levels go after the bottom-up path
+        self.extra_blocks, self.fpn.extra_blocks = self.fpn.extra_blocks, None
 
     def forward(self, features:list) -> list[torch.Tensor]:
         "N levels (highest resolution first) for the backbone `features` (highest resolution first)."

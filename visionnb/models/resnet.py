@@ -22,8 +22,11 @@ def _make_divisible(value:float, divisor:int=8, min_value:int|None=None, round_l
     return rounded + divisor if rounded < round_limit * value else rounded
 
 class SqueezeExcite(nn.Module):
-    "Squeeze-and-excitation (Hu et al. 2018): scale each channel by a gate computed from the global average of all channels."
-    def __init__(self, channels:int, reduction:int=16, act_layer=nn.ReLU):
+    "Squeeze-and-excitation (Hu et al. 2018): scale each channel by a gate computed from the global average of all."
+    def __init__(self,
+                 channels:int,          # the width of the input (and output)
+                 reduction:int=16,      # the hidden width is `channels / reduction`, rounded like timm
+                 act_layer=nn.ReLU):    # the activation between the two 1x1 convs
         super().__init__()
         hidden = _make_divisible(channels / reduction, 8, round_limit=0.)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
@@ -40,11 +43,21 @@ class SqueezeExcite(nn.Module):
 class BasicBlock(nn.Module):
     "Two 3x3 conv-BN layers plus an identity (or projection) shortcut: the block of ResNet-18/34 (He et al. 2016)."
     expansion = 1
-    def __init__(self, in_channels:int, planes:int, stride:int=1, downsample:nn.Module|None=None,
-                 cardinality:int=1, base_width:int=64, se:bool=False, radix:int=0, norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU):
+    def __init__(self,
+                 in_channels:int,                # the width of the input
+                 planes:int,                     # the width of both convs and of the output (`expansion` 1)
+                 stride:int=1,                   # the stride of the first conv
+                 downsample:nn.Module|None=None, # the shortcut projection (None: the identity)
+                 cardinality:int=1,              # must stay 1: only `Bottleneck` has groups
+                 base_width:int=64,              # must stay 64: only `Bottleneck` has it
+                 se:bool=False,                  # add a `SqueezeExcite` gate to the residual branch
+                 radix:int=0,                    # must stay 0: only `Bottleneck` has split attention
+                 norm_layer=nn.BatchNorm2d,      # the normalisation after each conv
+                 act_layer=nn.ReLU):             # the activation
         super().__init__()
         if (cardinality, base_width, radix) != (1, 64, 0):
-            raise ValueError('BasicBlock has no groups (cardinality), base_width or split attention (radix); use Bottleneck')
+            raise ValueError('BasicBlock has no groups (cardinality), base_width or split attention (radix); '
+                             'use Bottleneck')
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride, 1, bias=False)
         self.bn1, self.act1 = norm_layer(planes), act_layer(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
@@ -65,9 +78,16 @@ class BasicBlock(nn.Module):
 
 # %% ../../nbs/10_models_resnet.ipynb #97643971
 class SplitAttentionConv(nn.Module):
-    "ResNeSt split attention (Zhang et al. 2020): `radix` 3x3 conv splits per cardinal group, mixed by a softmax over the splits computed from their pooled sum."
-    def __init__(self, in_channels:int, out_channels:int, stride:int=1, cardinality:int=1, radix:int=2,
-                 reduction:float=4, norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU):
+    "ResNeSt split attention (Zhang et al. 2020): `radix` 3x3 conv splits, mixed by a softmax from their pooled sum."
+    def __init__(self,
+                 in_channels:int,
+                 out_channels:int,
+                 stride:int=1,               # the stride of the 3x3 conv
+                 cardinality:int=1,          # the groups; each cardinal group has its own `radix` splits
+                 radix:int=2,                # the splits per cardinal group, mixed by a softmax (1: a sigmoid gate)
+                 reduction:float=4,          # the attention's hidden width is `in_channels * radix / reduction`, >= 32
+                 norm_layer=nn.BatchNorm2d,
+                 act_layer=nn.ReLU):
         super().__init__()
         self.radix, self.cardinality = radix, cardinality
         hidden = _make_divisible(in_channels * radix / reduction, 8, min_value=32)
@@ -78,7 +98,7 @@ class SplitAttentionConv(nn.Module):
         self.fc2 = nn.Conv2d(hidden, out_channels * radix, 1, groups=cardinality)
 
     def split_weights(self, logits):
-        "Per split and channel, a softmax over the `radix` splits (a sigmoid gate when `radix == 1`): [B, radix, C, 1, 1]."
+        "Per split and channel, a softmax over the `radix` splits (sigmoid gate if `radix == 1`): [B, radix, C, 1, 1]."
         b = logits.shape[0]
         if self.radix == 1: return logits.sigmoid().view(b, 1, -1, 1, 1)
         # fc2 is grouped by cardinal group, so its outputs are ordered (group, split, channel)
@@ -95,18 +115,28 @@ class SplitAttentionConv(nn.Module):
 
 # %% ../../nbs/10_models_resnet.ipynb #78ff1f65
 class Bottleneck(nn.Module):
-    "1x1 reduce, 3x3 (grouped for ResNeXt, split attention for ResNeSt), 1x1 expand by 4, plus the shortcut: the block of ResNet-50 and deeper."
+    "1x1 reduce, 3x3, 1x1 expand by 4, plus the shortcut: the block of ResNet-50 and deeper (and ResNeXt, ResNeSt)."
     expansion = 4
-    def __init__(self, in_channels:int, planes:int, stride:int=1, downsample:nn.Module|None=None,
-                 cardinality:int=1, base_width:int=64, se:bool=False, radix:int=0, norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU):
+    def __init__(self,
+                 in_channels:int,                # the width of the input
+                 planes:int,                     # the output has `planes * 4` channels
+                 stride:int=1,                   # strides the 3x3 (ResNet 'B'); with `radix`, an avg pool after it
+                 downsample:nn.Module|None=None, # the shortcut projection (None: the identity)
+                 cardinality:int=1,              # the groups of the 3x3 (ResNeXt)
+                 base_width:int=64,              # the 3x3 is `planes * base_width / 64 * cardinality` wide
+                 se:bool=False,                  # add a `SqueezeExcite` gate to the residual branch
+                 radix:int=0,                    # >0: the 3x3 is a `SplitAttentionConv` with `radix` splits (ResNeSt)
+                 norm_layer=nn.BatchNorm2d,      # the normalisation after each conv
+                 act_layer=nn.ReLU):             # the activation
         super().__init__()
         width = int(math.floor(planes * base_width / 64)) * cardinality
         out_channels = planes * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1, self.act1 = norm_layer(width), act_layer(inplace=True)
         if radix:
-            # the split-attention conv normalises and activates inside; ResNeSt strides with a 3x3 average pool after it
-            self.conv2 = SplitAttentionConv(width, width, 1, cardinality, radix, norm_layer=norm_layer, act_layer=act_layer)
+            # the split-attention conv normalises and activates inside; ResNeSt strides with a 3x3 avg pool after it
+            self.conv2 = SplitAttentionConv(width, width, 1, cardinality, radix,
+                                            norm_layer=norm_layer, act_layer=act_layer)
             self.bn2, self.act2 = nn.Identity(), nn.Identity()
             self.avd_last = nn.AvgPool2d(3, stride, padding=1) if stride > 1 else nn.Identity()
         else:
@@ -131,15 +161,25 @@ class Bottleneck(nn.Module):
     def last_norm(self) -> nn.Module: return self.bn3
 
 # %% ../../nbs/10_models_resnet.ipynb #9185d61a
-def shortcut_projection(in_channels:int, out_channels:int, stride:int, avg_down:bool=False, norm_layer=nn.BatchNorm2d) -> nn.Sequential:
-    "The shortcut when the shape changes: a strided 1x1 conv + BN (ResNet 'B'), or a 2x2 average pool then a 1x1 conv + BN (ResNet 'D')."
+def shortcut_projection(in_channels:int,
+                        out_channels:int,
+                        stride:int,
+                        avg_down:bool=False,        # stride with a 2x2 average pool before the 1x1 conv (ResNet 'D')
+                        norm_layer=nn.BatchNorm2d,
+                       ) -> nn.Sequential:
+    "The shortcut when the shape changes: a strided 1x1 conv + BN (ResNet 'B'), or a 2x2 average pool first ('D')."
     conv = nn.Conv2d(in_channels, out_channels, 1, 1 if avg_down else stride, bias=False)
     if not avg_down: return nn.Sequential(conv, norm_layer(out_channels))
     pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
     return nn.Sequential(pool, conv, norm_layer(out_channels))
 
-def make_stem(in_chans:int=3, stem_width:int=64, deep:bool=False, norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU) -> nn.Module:
-    "The first conv: one 7x7 stride-2 conv to 64 channels, or three 3x3 convs of widths `stem_width, stem_width, 2*stem_width` (ResNet 'C'/'D')."
+def make_stem(in_chans:int=3,
+              stem_width:int=64,          # a deep stem's widths are `stem_width, stem_width, 2*stem_width`
+              deep:bool=False,            # three 3x3 convs, the first strided, instead of one 7x7
+              norm_layer=nn.BatchNorm2d,
+              act_layer=nn.ReLU,
+             ) -> nn.Module:
+    "The first conv: one 7x7 stride-2 conv to 64 channels, or three 3x3 convs (a deep stem, ResNet 'C'/'D')."
     if not deep: return nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
     return nn.Sequential(
         nn.Conv2d(in_chans, stem_width, 3, 2, 1, bias=False), norm_layer(stem_width), act_layer(inplace=True),
@@ -161,11 +201,25 @@ def make_stage(block, in_channels:int, planes:int, num_blocks:int, stride:int, a
 # %% ../../nbs/10_models_resnet.ipynb #def59b0e
 class ResNet(nn.Module):
     "ResNet, ResNeXt, SE-ResNe(X)t and ResNeSt in one configurable class, with timm's module names and `feature_info`."
-    def __init__(self, block, layers, num_classes:int=1000, in_chans:int=3, cardinality:int=1, base_width:int=64,
-                 stem_width:int=64, stem_type:str='', avg_down:bool=False, se:bool=False, radix:int=0,
-                 channels=(64, 128, 256, 512), norm_layer=nn.BatchNorm2d, act_layer=nn.ReLU, zero_init_last:bool=True):
+    def __init__(self,
+                 block,                          # `BasicBlock` or `Bottleneck`
+                 layers,                         # the number of blocks of each of the four stages
+                 num_classes:int=1000,           # the classifier's outputs (0: no classifier)
+                 in_chans:int=3,
+                 cardinality:int=1,              # the groups of each 3x3 (ResNeXt)
+                 base_width:int=64,              # the width of a group (ResNeXt)
+                 stem_width:int=64,              # the width of a deep stem's first convs
+                 stem_type:str='',               # '' (one 7x7 conv) or 'deep' (three 3x3 convs)
+                 avg_down:bool=False,            # average-pool shortcuts (ResNet 'D')
+                 se:bool=False,                  # a squeeze-and-excitation gate in every block
+                 radix:int=0,                    # the splits of split attention (ResNeSt; 0: none)
+                 channels=(64, 128, 256, 512),   # the `planes` of the four stages
+                 norm_layer=nn.BatchNorm2d,
+                 act_layer=nn.ReLU,
+                 zero_init_last:bool=True):      # start every residual branch at 0 (see `init_weights`)
         super().__init__()
-        if stem_type not in ('', 'deep'): raise ValueError(f"stem_type must be '' (one 7x7 conv) or 'deep' (three 3x3 convs), not {stem_type!r}")
+        if stem_type not in ('', 'deep'):
+            raise ValueError(f"stem_type must be '' (one 7x7 conv) or 'deep' (three 3x3 convs), not {stem_type!r}")
         deep = stem_type == 'deep'
         stem_channels = 2 * stem_width if deep else 64
         self.num_classes = num_classes
@@ -176,7 +230,8 @@ class ResNet(nn.Module):
         block_kwargs = dict(cardinality=cardinality, base_width=base_width, se=se, radix=radix, act_layer=act_layer)
         in_channels = stem_channels
         for i, (planes, num_blocks) in enumerate(zip(channels, layers)):
-            stage = make_stage(block, in_channels, planes, num_blocks, 1 if i == 0 else 2, avg_down, norm_layer, **block_kwargs)
+            stage = make_stage(block, in_channels, planes, num_blocks, 1 if i == 0 else 2, avg_down, norm_layer,
+                               **block_kwargs)
             self.add_module(f'layer{i + 1}', stage)
             in_channels = planes * block.expansion
             self.feature_info.append(dict(num_chs=in_channels, reduction=4 * 2**i, module=f'layer{i + 1}'))
@@ -186,10 +241,11 @@ class ResNet(nn.Module):
         self.init_weights(zero_init_last)
 
     def init_weights(self, zero_init_last:bool=True):
-        "He-normal convs; with `zero_init_last` the last norm of every residual branch starts at 0, so each block starts as the identity."
+        "He-normal convs; `zero_init_last` zeroes each residual branch's last norm: each block starts as the identity."
         for m in self.modules():
             if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            if zero_init_last and isinstance(m, (BasicBlock, Bottleneck)) and getattr(m.last_norm(), 'weight', None) is not None:
+            if (zero_init_last and isinstance(m, (BasicBlock, Bottleneck))
+                    and getattr(m.last_norm(), 'weight', None) is not None):
                 nn.init.zeros_(m.last_norm().weight)
 
     def stem(self, x):
@@ -234,7 +290,8 @@ RESNET_VARIANTS = {
 
 def create_resnet(name:str, num_classes:int=1000, **kwargs) -> ResNet:
     "The variant `name` of `RESNET_VARIANTS`; `kwargs` override its settings (e.g. `norm_layer`, `in_chans`)."
-    if name not in RESNET_VARIANTS: raise ValueError(f'unknown ResNet variant {name!r}; choose one of {list(RESNET_VARIANTS)}')
+    if name not in RESNET_VARIANTS:
+        raise ValueError(f'unknown ResNet variant {name!r}; choose one of {list(RESNET_VARIANTS)}')
     return ResNet(**{**RESNET_VARIANTS[name], 'num_classes': num_classes, **kwargs})
 
 # %% ../../nbs/10_models_resnet.ipynb #91fd2955
@@ -285,28 +342,36 @@ def resnest50d(num_classes:int=1000, **kwargs) -> ResNet:
 # %% ../../nbs/10_models_resnet.ipynb #e136ef36
 def _is_counter(key:str) -> bool: return key.endswith('num_batches_tracked')
 
-def load_timm_state_dict(model:ResNet, source, assign:bool=False) -> ResNet:
-    "Load a timm (or torchvision) ResNet's weights, given as a model or a state dict, into `model`; names are equal by design, so this checks that every one fits."
+def load_timm_state_dict(model:ResNet,         # the ResNet to load into, of the same variant
+                         source,                # a timm (or torchvision) ResNet, or its state dict
+                         assign:bool=False,     # as in `load_state_dict`: take `source`'s tensors themselves
+                        ) -> ResNet:            # `model`
+    "Load a timm ResNet's weights into `model`; the names are equal by design, so this checks that every one fits."
     state = source.state_dict() if isinstance(source, nn.Module) else dict(source)
     ours = model.state_dict()
     missing = [k for k in ours if k not in state and not _is_counter(k)]
     unexpected = [k for k in state if k not in ours and not _is_counter(k)]
     wrong_shape = [k for k in ours if k in state and ours[k].shape != state[k].shape]
     if missing or unexpected or wrong_shape:
-        raise ValueError(f'the state dict does not fit this {type(model).__name__}: {len(missing)} missing {missing[:3]}, '
-                         f'{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong_shape)} of the wrong shape {wrong_shape[:3]}; '
+        raise ValueError(f'the state dict does not fit this {type(model).__name__}: '
+                         f'{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, '
+                         f'{len(wrong_shape)} of the wrong shape {wrong_shape[:3]}; '
                          'is it the same variant (and the same num_classes)?')
     state = {k: v for k, v in state.items() if k in ours}
     model.load_state_dict(state, strict=False, assign=assign)
     return model
 
-def from_timm(source, pretrained:bool=False, **kwargs) -> ResNet:
-    "Our ResNet with the weights of a timm model, or of `timm.create_model(source, pretrained)` when `source` is a variant name."
+def from_timm(source,                  # a timm ResNet, or a variant name for `timm.create_model(source, pretrained)`
+              pretrained:bool=False,   # with a name: timm's pretrained weights rather than random ones
+              **kwargs,                # passed to `create_resnet` (e.g. `norm_layer`)
+             ) -> ResNet:              # in `source`'s training mode
+    "Our ResNet with the weights of a timm model (or of a timm variant, created by name)."
     if isinstance(source, str):
         import timm  # only needed here; importing it takes a second
         source = timm.create_model(source, pretrained=pretrained)
     name = source.pretrained_cfg['architecture']
-    in_chans = source.conv1.in_channels if isinstance(source.conv1, nn.Conv2d) else source.conv1[0].in_channels
+    in_chans = (source.conv1.in_channels if isinstance(source.conv1, nn.Conv2d)
+                else source.conv1[0].in_channels)
     # built on the meta device, so no time is spent initialising weights that are replaced at once
     with torch.device('meta'): model = create_resnet(name, source.num_classes, in_chans=in_chans, **kwargs)
     state = {k: v.detach().clone() for k, v in source.state_dict().items()}
@@ -328,8 +393,12 @@ def randomize_batchnorm(model:nn.Module, x, seed:int=0) -> nn.Module:
     for m, momentum in zip(norms, momenta): m.momentum = momentum
     return model.train(training)
 
-def timm_parity(name:str, size:int=64, batch:int=2, seed:int=0) -> dict:
-    "Max abs difference of logits and feature maps between timm's `name` and ours with its weights (eval mode, random weights, float32)."
+def timm_parity(name:str,         # the timm variant
+                size:int=64,      # the input's height and width
+                batch:int=2,      # the input's batch size
+                seed:int=0,       # seeds the random weights, BatchNorm statistics and input
+               ) -> dict:         # `max_abs_diff` and, for scale, `max_abs_logit`
+    "Max abs difference of logits and feature maps between timm's `name` and ours with its weights (eval, float32)."
     import timm
     torch.manual_seed(seed)
     x = torch.randn(batch, 3, size, size)
@@ -337,6 +406,7 @@ def timm_parity(name:str, size:int=64, batch:int=2, seed:int=0) -> dict:
     model = from_timm(reference).eval()
     with torch.no_grad():
         logits, reference_logits = model(x), reference(x)
-        features, reference_features = model.forward_features_list(x), reference.forward_intermediates(x, intermediates_only=True)
+        features, reference_features = (model.forward_features_list(x),
+                                        reference.forward_intermediates(x, intermediates_only=True))
     diffs = [(a - b).abs().max().item() for a, b in zip([logits, *features], [reference_logits, *reference_features])]
     return dict(max_abs_diff=max(diffs), max_abs_logit=reference_logits.abs().max().item())

@@ -18,8 +18,10 @@ def _iou(flat1:Tensor, flat2:Tensor, areas1:Tensor, areas2:Tensor) -> Tensor:
     union = areas1[..., :, None] + areas2[..., None, :] - inter
     return inter / union.clamp(min=1e-6)   # two empty masks: 0 / 0, their IoU is 0
 
-def mask_iou(masks1:Tensor, masks2:Tensor|None=None) -> Tensor:
-    "Pairwise IoU `[N, M]` of binary masks `[N, H, W]` and `[M, H, W]` (`masks2` defaults to `masks1`), by one matrix product of the flattened masks."
+def mask_iou(masks1:Tensor,              # binary masks `[N, H, W]`
+             masks2:Tensor|None=None,    # binary masks `[M, H, W]` (None: `masks1`)
+            ) -> Tensor:                 # the pairwise IoU `[N, M]`
+    "Pairwise IoU of two sets of binary masks, by one matrix product of the flattened masks."
     flat1 = masks1.flatten(1).float()
     flat2 = flat1 if masks2 is None else masks2.flatten(1).float()
     return _iou(flat1, flat2, flat1.sum(1), flat2.sum(1))
@@ -27,13 +29,16 @@ def mask_iou(masks1:Tensor, masks2:Tensor|None=None) -> Tensor:
 # %% ../../nbs/30_seg_matrix_nms.ipynb #243a6820
 def _by_score(scores:Tensor) -> tuple[Tensor, Tensor]:
     "Scores sorted high to low and the order that sorts them; equal scores keep their input order."
-    if torch.onnx.is_in_onnx_export(): return scores.sort(descending=True)   # TopK is stable by definition; the exporter rejects `stable=`
+    # TopK is stable by definition; the exporter rejects `stable=`
+    if torch.onnx.is_in_onnx_export(): return scores.sort(descending=True)
     return scores.sort(descending=True, stable=True)
 
 def _class_iou(masks:Tensor, labels:Tensor, areas:Tensor|None=None) -> Tensor:
     "Pairwise mask IoU `[..., N, N]` in input order, 0 between masks of different labels."
-    flat = masks.flatten(masks.dim() - 2).float()   # a positive start: one image exports as ONNX Flatten, which takes N = 0
-    areas = flat.sum(flat.dim() - 1) if areas is None else areas.float()   # a positive axis: ONNX Runtime's ReduceSum of an empty input mishandles -1
+    # a positive start: one image exports as ONNX Flatten, which takes N = 0
+    flat = masks.flatten(masks.dim() - 2).float()
+    # a positive axis: ONNX Runtime's ReduceSum of an empty input mishandles -1
+    areas = flat.sum(flat.dim() - 1) if areas is None else areas.float()
     return _iou(flat, flat, areas, areas) * (labels[..., :, None] == labels[..., None, :])
 
 def _check_kernel(kernel:str):
@@ -46,24 +51,36 @@ def _permuted(matrix:Tensor, order:Tensor) -> Tensor:
     by_row = matrix.gather(rows, order[..., :, None].expand(*order.shape, n))
     return by_row.gather(rows + 1, order[..., None, :].expand(*order.shape[:-1], n, n))
 
-def matrix_nms(masks:Tensor, labels:Tensor, scores:Tensor, kernel:str='gaussian', sigma:float=2.0, areas:Tensor|None=None) -> Tensor:
-    "Decayed scores `[N]` (same order as the inputs) of SOLOv2's Matrix NMS: each mask decayed by its higher-scored masks of the same label, compensated by how much those were decayed; with a leading batch dimension (masks `[B, N, H, W]`, labels and scores `[B, N]`) every image at once."
+def matrix_nms(masks:Tensor,               # binary masks `[N, H, W]`, or `[B, N, H, W]` for every image at once
+               labels:Tensor,              # class labels `[N]` (or `[B, N]`)
+               scores:Tensor,              # scores `[N]` (or `[B, N]`)
+               kernel:str='gaussian',      # the decay: 'gaussian' or 'linear'
+               sigma:float=2.0,            # the Gaussian kernel's sigma
+               areas:Tensor|None=None,     # the masks' areas (None: computed from `masks`)
+              ) -> Tensor:                 # the decayed scores `[N]` (or `[B, N]`), in the same order as the inputs
+    "SOLOv2's Matrix NMS: each mask decayed by its higher-scored same-label masks, compensated by their own decay."
     _check_kernel(kernel)
     sorted_scores, order = _by_score(scores)
     # permuting the N x N IoU matrix is cheaper than gathering the N x H x W masks
     iou = _permuted(_class_iou(masks, labels, areas), order).triu(diagonal=1)   # iou[i, j]: i is above j
     n = iou.shape[-1]
     # a virtual first row that overlaps nothing keeps max and min defined when N is 0 and changes no result
-    rows, last = iou.dim() - 2, scores.dim() - 1   # positive dimensions: ONNX Runtime mishandles negative axes of empty tensors
+    # positive dimensions: ONNX Runtime mishandles negative axes of empty tensors
+    rows, last = iou.dim() - 2, scores.dim() - 1
     comp = torch.cat([iou.new_zeros((*iou.shape[:-2], 1, n)), iou], rows).max(rows).values
     if kernel == 'gaussian': decay = torch.exp(-sigma * (iou ** 2 - comp[..., :, None] ** 2))
-    else: decay = (1 - iou) / (1 - comp[..., :, None]).clamp(min=1e-6)   # comp = 1: an exact duplicate, which suppresses nothing
+    # comp = 1: an exact duplicate, which suppresses nothing
+    else: decay = (1 - iou) / (1 - comp[..., :, None]).clamp(min=1e-6)
     coefficient = torch.cat([decay.new_ones((*decay.shape[:-2], 1, n)), decay], rows).min(rows).values
     return torch.zeros_like(sorted_scores).scatter(last, order, sorted_scores * coefficient)
 
 # %% ../../nbs/30_seg_matrix_nms.ipynb #16ced143
-def mask_nms(masks:Tensor, labels:Tensor, scores:Tensor, iou_threshold:float=0.5) -> Tensor:
-    "Greedy class-aware mask NMS: the indices of the masks kept, by decreasing score (`torchvision.ops.nms` semantics on mask IoU)."
+def mask_nms(masks:Tensor,               # binary masks `[N, H, W]`
+             labels:Tensor,              # class labels `[N]`
+             scores:Tensor,              # scores `[N]`
+             iou_threshold:float=0.5,    # a mask above this IoU with a kept same-label mask is suppressed
+            ) -> Tensor:                 # the indices of the masks kept, by decreasing score
+    "Greedy class-aware mask NMS: `torchvision.ops.nms` semantics on mask IoU."
     _, order = _by_score(scores)
     overlaps = (_class_iou(masks, labels)[order][:, order] > iou_threshold).cpu().numpy()
     suppressed = np.zeros(len(order), dtype=bool)
@@ -74,12 +91,19 @@ def mask_nms(masks:Tensor, labels:Tensor, scores:Tensor, iou_threshold:float=0.5
         suppressed |= overlaps[i]
     return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
 
-def soft_mask_nms(masks:Tensor, labels:Tensor, scores:Tensor, kernel:str='gaussian', sigma:float=0.5, iou_threshold:float=0.3) -> Tensor:
-    "Soft-NMS (Bodla et al. 2017) on mask IoU: the scores `[N]` (input order) after decaying, pick by pick, the same-label masks that overlap the highest remaining one."
+def soft_mask_nms(masks:Tensor,               # binary masks `[N, H, W]`
+                  labels:Tensor,              # class labels `[N]`
+                  scores:Tensor,              # scores `[N]`
+                  kernel:str='gaussian',      # the decay: 'gaussian' or 'linear'
+                  sigma:float=0.5,            # the Gaussian kernel's sigma
+                  iou_threshold:float=0.3,    # the linear kernel decays only overlaps above this IoU
+                 ) -> Tensor:                 # the decayed scores `[N]`, in input order
+    "Soft-NMS (Bodla et al. 2017) on mask IoU: pick by pick, decay the same-label masks overlapping the best one left."
     _check_kernel(kernel)
     iou = _class_iou(masks, labels)
     # Bodla et al.: Gaussian exp(-iou^2 / sigma) on every overlap, linear 1 - iou above the threshold only
-    factors = torch.exp(-iou ** 2 / sigma) if kernel == 'gaussian' else torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
+    factors = (torch.exp(-iou ** 2 / sigma) if kernel == 'gaussian'
+               else torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou)))
     scores = scores.clone()
     remaining = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
     for _ in range(len(scores)):

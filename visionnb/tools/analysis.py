@@ -28,16 +28,21 @@ __all__ = ['prior_levels', 'level_losses', 'LossCurvesCallback', 'plot_loss_curv
            'assignment_statistics', 'plot_assignment_statistics']
 
 # %% ../../nbs/61_tools_analysis.ipynb #14154a0f
-def prior_levels(learn_or_model, outputs:dict) -> tuple[torch.Tensor, list[str]]:
-    "`(level [N], names)`: the pyramid level of each prior of the model's `outputs` (a dense detector's anchors or points, SOLOv2's grid cells) and the levels' names."
+def prior_levels(learn_or_model,  # a `Learner` or a dense detector (or SOLOv2)
+                 outputs:dict,    # the model's outputs
+                ) -> tuple[torch.Tensor, list[str]]: # `(level [N], names)`
+    "The pyramid level of each prior (a dense detector's anchors or points, SOLOv2's grid cells) and the levels' names."
     model = unwrap_model(learn_or_model)
     counts, names = model.prior_levels(outputs)
     device = outputs['cls_logits'].device
     return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device)), names
 
 @torch.no_grad()
-def level_losses(learn_or_model, outputs:dict, targets) -> pd.DataFrame:
-    "Each loss term (columns) split by pyramid level (rows), the model's `loss` with `prior_weight` one on a level's priors; the last row, `total`, is the unsplit loss."
+def level_losses(learn_or_model,  # a `Learner` or a dense detector (or SOLOv2)
+                 outputs:dict,    # the model's outputs
+                 targets,         # the batch's targets
+                ) -> pd.DataFrame: # loss terms (columns) by level (rows), then `total`, the unsplit loss
+    "Each loss term split by pyramid level: the model's `loss` with `prior_weight` one on a level's priors."
     model = unwrap_model(learn_or_model)
     level, names = prior_levels(model, outputs)
     dtype = outputs['cls_logits'].dtype
@@ -47,20 +52,25 @@ def level_losses(learn_or_model, outputs:dict, targets) -> pd.DataFrame:
 
 # %% ../../nbs/61_tools_analysis.ipynb #ca3dede8
 class LossCurvesCallback(Callback):
-    "Record each training batch's loss terms and, every `every` batches (`levels=True`), their split by pyramid level (`level_losses`), for `plot_loss_curves`."
-    def __init__(self, levels:bool=True, every:int=1): store_attr(); self.records, self.level_records = [], []
+    "Record each training batch's loss terms and their split by pyramid level (`level_losses`), for `plot_loss_curves`."
+    def __init__(self,
+                 levels:bool=True, # also record the terms' split by level
+                 every:int=1):     # split them every `every` batches
+        store_attr(); self.records, self.level_records = [], []
 
     def before_fit(self): self.records, self.level_records = [], []
 
     def after_loss(self):
         if not self.training: return
         terms = getattr(self.learn.loss_func, 'terms', None)
-        if terms is None: raise TypeError('LossCurvesCallback needs a loss function that keeps its `terms`, such as DetectionLoss')
+        if terms is None: raise TypeError('LossCurvesCallback needs a loss function that keeps its `terms`, '
+                                          'such as DetectionLoss')
         step = dict(iteration=self.learn.train_iter, epoch=self.learn.epoch)
         self.records.append(dict(step, **{k: float(v) for k, v in terms.items()}))
         if self.levels and self.learn.train_iter % self.every == 0:
             parts = level_losses(self.learn.model, self.learn.pred, self.learn.yb[0]).drop(index='total')
-            self.level_records += [dict(step, level=level, term=term, value=value) for (level, term), value in parts.stack().items()]
+            self.level_records += [dict(step, level=level, term=term, value=value)
+                                   for (level, term), value in parts.stack().items()]
 
     def terms(self) -> pd.DataFrame:
         "One row per training batch: `iteration`, `epoch` and each loss term."
@@ -78,10 +88,14 @@ def _validation_terms(learn:Learner, terms) -> pd.DataFrame:
     table = pd.DataFrame([list(v) for v in values], columns=names[:len(values[0])] if values else None)
     return table[[f'valid_{t}' for t in terms if f'valid_{t}' in table]] if len(table) else table
 
-def plot_loss_curves(learn:Learner, beta:float=0.9, panel=(4.2, 3.)) -> Figure:
-    "The loss terms over training iterations (each batch, smoothed by `beta`, and validation per epoch), then per term its parts by pyramid level; from the learner's `LossCurvesCallback`."
+def plot_loss_curves(learn:Learner,   # trained with a `LossCurvesCallback`
+                     beta:float=0.9,  # the smoothing of the per-batch curves (exponential moving average)
+                     panel=(4.2, 3.), # the size of one panel
+                    ) -> Figure:
+    "The loss terms over training iterations (per batch, smoothed, and validation per epoch), then per term by level."
     cb = next((c for c in learn.cbs if isinstance(c, LossCurvesCallback)), None)
-    if cb is None or not cb.records: raise ValueError('no loss curves recorded: make the learner with cbs=LossCurvesCallback() and train it')
+    if cb is None or not cb.records:
+        raise ValueError('no loss curves recorded: make the learner with cbs=LossCurvesCallback() and train it')
     terms, levels = cb.terms(), cb.levels_table()
     names = [c for c in terms.columns if c not in ('iteration', 'epoch')]
     fig = Figure(figsize=(panel[0] * (1 + len(names) * bool(len(levels))), panel[1]), layout='constrained')
@@ -93,7 +107,8 @@ def plot_loss_curves(learn:Learner, beta:float=0.9, panel=(4.2, 3.)) -> Figure:
         axes[0].plot(terms['iteration'], terms[name].ewm(alpha=1 - beta).mean(), color=color, label=name)
     valid = _validation_terms(learn, names)
     for k, name in enumerate(names):
-        if f'valid_{name}' in valid: axes[0].plot(per_epoch.values[:len(valid)], valid[f'valid_{name}'], 'o', color=f'C{k}', markeredgecolor='black')
+        if f'valid_{name}' in valid: axes[0].plot(per_epoch.values[:len(valid)], valid[f'valid_{name}'], 'o',
+                                                  color=f'C{k}', markeredgecolor='black')
     axes[0].set(xlabel='iteration', ylabel='loss', title='loss terms (dots: validation)'); axes[0].legend(fontsize=8)
     for ax, name in zip(axes[1:], names):
         table = levels[levels['term'] == name].pivot(index='iteration', columns='level', values='value')
@@ -107,11 +122,12 @@ def _sync(device:torch.device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
 def _part_times(model:nn.Module, images:torch.Tensor, image_sizes) -> dict:
-    "Seconds spent in each top-level child of `model` (summed over its calls), the whole forward and the postprocess, for one run."
+    "Seconds in each top-level child of `model` (summed over its calls), the forward and the postprocess, in one run."
     spent, starts, hooks = {}, {}, []
     for name, child in model.named_children():
         def start(module, args, name=name): _sync(images.device); starts[name] = time.perf_counter()
-        def stop(module, args, output, name=name): _sync(images.device); spent[name] = spent.get(name, 0.) + time.perf_counter() - starts[name]
+        def stop(module, args, output, name=name):
+            _sync(images.device); spent[name] = spent.get(name, 0.) + time.perf_counter() - starts[name]
         hooks += [child.register_forward_pre_hook(start), child.register_forward_hook(stop)]
     try:
         _sync(images.device); begin = time.perf_counter()
@@ -130,11 +146,18 @@ def _part_macs(model:nn.Module, images:torch.Tensor, image_sizes) -> dict:
     counts = {k: sum(v.values()) / 2 for k, v in counter.get_flop_counts().items()}
     root = type(model).__name__
     parts = {name: counts.get(f'{root}.{name}', 0.) for name, _ in model.named_children()}
-    return dict(parts, other=counts.get(root, 0.) - sum(parts.values()), postprocess=counts.get('Global', 0.) - counts.get(root, 0.))
+    return dict(parts, other=counts.get(root, 0.) - sum(parts.values()),
+                postprocess=counts.get('Global', 0.) - counts.get(root, 0.))
 
 @torch.no_grad()
-def inference_profile(learn_or_model, images:torch.Tensor|None=None, size:int=320, batch_size:int=1, runs:int=10, warmup:int=2) -> pd.DataFrame:
-    "Per part of the model (its top-level modules, `other`, `postprocess`) and in total: median milliseconds over `runs`, share of the time, parameters (millions) and GMACs, for `images` (default: noise, `batch_size` x 3 x `size` x `size`)."
+def inference_profile(learn_or_model,                 # a `Learner` or a detector
+                      images:torch.Tensor|None=None,  # the batch (None: noise, `batch_size` x 3 x `size` x `size`)
+                      size:int=320,                   # the noise images' side
+                      batch_size:int=1,               # the noise images' number
+                      runs:int=10,                    # the timed runs, whose median is kept
+                      warmup:int=2,                   # the untimed runs before them
+                     ) -> pd.DataFrame: # `ms` (median), `share` of the time, `params_m` (millions), `gmacs`
+    "Time, parameters and MACs of each part of the model (its top-level modules, `other`, `postprocess`) and in total."
     model = unwrap_model(learn_or_model)
     device = next(model.parameters()).device
     images = torch.randn(batch_size, 3, size, size, device=device) if images is None else images.to(device)
@@ -145,9 +168,11 @@ def inference_profile(learn_or_model, images:torch.Tensor|None=None, size:int=32
         times = pd.DataFrame([_part_times(model, images, image_sizes) for _ in range(runs)]).median() * 1e3
         macs = pd.Series(_part_macs(model, images, image_sizes)) / 1e9
     finally: model.train(training)
-    params = pd.Series({name: sum(p.numel() for p in child.parameters()) / 1e6 for name, child in model.named_children()})
+    params = pd.Series({name: sum(p.numel() for p in child.parameters()) / 1e6
+                        for name, child in model.named_children()})
     parts = [*params.index, 'other', 'postprocess']
-    table = pd.DataFrame(dict(ms=times, share=times / times.sum(), params_m=params, gmacs=macs)).reindex(parts).fillna(0.)
+    table = (pd.DataFrame(dict(ms=times, share=times / times.sum(), params_m=params, gmacs=macs))
+             .reindex(parts).fillna(0.))
     table.loc['total'] = [table['ms'].sum(), 1., table['params_m'].sum(), table['gmacs'].sum()]
     return table
 
@@ -162,7 +187,8 @@ def _layer(model:nn.Module, layer:str) -> nn.Module:
     try: return model.get_submodule(layer)
     except AttributeError:
         close = difflib.get_close_matches(layer, layer_names(model), n=5, cutoff=0.4)
-        raise ValueError(f'{type(model).__name__} has no layer {layer!r}' + (f': did you mean one of {close}?' if close else ': see layer_names(model)')) from None
+        raise ValueError(f'{type(model).__name__} has no layer {layer!r}'
+                         + (f': did you mean one of {close}?' if close else ': see layer_names(model)')) from None
 
 def _capture(model:nn.Module, images:torch.Tensor, layer:str):
     "The output of `layer` for `images`, the forward stopped right after it."
@@ -186,8 +212,12 @@ def _select(output, level=None) -> torch.Tensor:
     if level not in keys: raise ValueError(f'level {level!r} is not one of the output levels {keys}')
     return maps[keys.index(level)]
 
-def layer_output(learn_or_model, images:torch.Tensor, layer:str, level=None, grad:bool=False):
-    "The output of submodule `layer` of the model for normalized `images` (in eval mode); `level` picks one map of a list or dict output (None: all of it)."
+def layer_output(learn_or_model,       # a `Learner` or a model
+                 images:torch.Tensor,  # a normalized batch
+                 layer:str,            # the submodule's dotted name (see `layer_names`)
+                 level=None,           # the map picked of a list or dict output (None: all of it)
+                 grad:bool=False):     # keep the graph, for gradients
+    "The output of submodule `layer` of the model for `images`, in eval mode."
     model = unwrap_model(learn_or_model)
     training = model.training
     model.eval()
@@ -198,20 +228,32 @@ def layer_output(learn_or_model, images:torch.Tensor, layer:str, level=None, gra
 
 # %% ../../nbs/61_tools_analysis.ipynb #cc291798
 def _model_inputs(learn_or_model, item, size:int|None=None) -> tuple:
-    "`(original uint8 image, shown uint8 [3, H, W], normalized batch [1, 3, H, W], (h, w) resized before padding)` of `item`."
+    "`(original uint8 image, shown uint8 [3, H, W], normalized batch [1, 3, H, W], (h, w) resized before padding)`."
     model, pipeline = model_and_pipeline(learn_or_model, size)
     image, _ = image_tensor(item)
-    batch, (resized,), _ = detection_inputs([image], pipeline['size'], pipeline['pad_multiple'], pipeline['mean'], pipeline['std'],
-                                            next(model.parameters()).device)
-    shown = (batch[0].cpu() * torch.tensor(pipeline['std']).view(3, 1, 1) + torch.tensor(pipeline['mean']).view(3, 1, 1)) * 255
+    batch, (resized,), _ = detection_inputs([image], pipeline['size'], pipeline['pad_multiple'], pipeline['mean'],
+                                            pipeline['std'], next(model.parameters()).device)
+    shown = (batch[0].cpu() * torch.tensor(pipeline['std']).view(3, 1, 1)
+             + torch.tensor(pipeline['mean']).view(3, 1, 1)) * 255
     return image, shown.clamp(0, 255).round().to(torch.uint8), batch, resized
 
-def model_input(learn_or_model, item, size:int|None=None) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(uint8 image [3, H, W], normalized batch [1, 3, H, W])`: `item` (path, PIL image, array, tensor) resized and padded as the model's validation input."
+def model_input(learn_or_model,      # a `Learner` or a detector
+                item,                # a path, PIL image, array or tensor
+                size:int|None=None,  # the input size (None: the learner's or model's)
+               ) -> tuple[torch.Tensor, torch.Tensor]: # `(uint8 image [3, H, W], normalized batch [1, 3, H, W])`
+    "`item` resized and padded as the model's validation input."
     return _model_inputs(learn_or_model, item, size)[1:3]
 
-def show_feature_maps(learn_or_model, item, layer:str, level=None, size:int|None=None, n:int=15, cols:int=8, panel:float=1.5) -> Figure:
-    "For one image: the model's input, the mean over channels of `layer`'s output (`level` of a list or dict) and its `n` channels of highest mean activation."
+def show_feature_maps(learn_or_model,      # a `Learner` or a detector
+                      item,                # the image, as `model_input` takes it
+                      layer:str,           # the submodule shown (see `layer_names`)
+                      level=None,          # the map of a list or dict output
+                      size:int|None=None,  # as `model_input`
+                      n:int=15,            # the channels of highest mean activation shown
+                      cols:int=8,          # panels per row
+                      panel:float=1.5,     # the size of one panel
+                     ) -> Figure:
+    "For one image: the model's input, the mean over channels of `layer`'s output and its `n` most active channels."
     shown, batch = model_input(learn_or_model, item, size)
     maps = _select(layer_output(learn_or_model, batch, layer), level)[0].float().cpu()
     order = maps.mean((1, 2)).argsort(descending=True)[:n]
@@ -227,8 +269,15 @@ def show_feature_maps(learn_or_model, item, layer:str, level=None, size:int|None
     return fig
 
 # %% ../../nbs/61_tools_analysis.ipynb #b57b4713
-def effective_receptive_field(learn_or_model, layer:str, images:torch.Tensor|None=None, level=None, size:int=256, n:int=8, seed:int=0) -> torch.Tensor:
-    "`[H, W]` input-gradient magnitude of the sum of `layer`'s channels at its central position, averaged over `images` (default: `n` noise images of `size`, from `seed`), summing to 1."
+def effective_receptive_field(learn_or_model,                 # a `Learner` or a model
+                              layer:str,                      # the submodule (see `layer_names`)
+                              images:torch.Tensor|None=None,  # the inputs (None: `n` noise images of `size`)
+                              level=None,                     # the map of a list or dict output
+                              size:int=256,                   # the noise images' side
+                              n:int=8,                        # the number of noise images
+                              seed:int=0,                     # the noise's seed
+                             ) -> torch.Tensor:               # `[H, W]`, summing to 1
+    "Input-gradient magnitude of the sum of `layer`'s channels at its central position, averaged over `images`."
     model = unwrap_model(learn_or_model)
     device = next(model.parameters()).device
     if images is None: images = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
@@ -241,10 +290,11 @@ def effective_receptive_field(learn_or_model, layer:str, images:torch.Tensor|Non
     return (field / field.sum()).detach().cpu()
 
 def erf_extent(field:torch.Tensor, mass:float=0.95) -> int:
-    "Side in pixels of the smallest square centred on the pixel nearest the centre of mass of `field` that holds `mass` of it."
+    "Side in pixels of the smallest square holding `mass` of `field`, centred on the pixel nearest its centre of mass."
     h, w = field.shape
     ys, xs = torch.arange(h), torch.arange(w)
-    cy, cx = (round(float((field.sum(1 - d) * torch.arange(field.shape[d], dtype=field.dtype)).sum() / field.sum())) for d in (0, 1))
+    cy, cx = (round(float((field.sum(1 - d) * torch.arange(field.shape[d], dtype=field.dtype)).sum() / field.sum()))
+              for d in (0, 1))
     # the square of half-side r holds the pixels within Chebyshev distance r of the centre
     distance = torch.maximum((ys[:, None] - cy).abs(), (xs[None] - cx).abs()).flatten()
     held = torch.bincount(distance, weights=field.flatten().double()).cumsum(0)
@@ -252,19 +302,31 @@ def erf_extent(field:torch.Tensor, mass:float=0.95) -> int:
     return 2 * radius + 1
 
 # %% ../../nbs/61_tools_analysis.ipynb #39aaaf48
-def receptive_fields(learn_or_model, layers, size:int=256, n:int=8, mass:float=0.95) -> pd.DataFrame:
-    "Per `layers` (submodules of the model's backbone body, e.g. `'backbone.body.layer3'`): stride, theoretical receptive field (`receptive_field`) and the `erf_extent` of its effective field, in pixels."
+def receptive_fields(learn_or_model,    # a `Learner` or a model
+                     layers,            # submodules of the model's backbone body, e.g. `'backbone.body.layer3'`
+                     size:int=256,      # the input side
+                     n:int=8,           # the noise images of `effective_receptive_field`
+                     mass:float=0.95,   # as `erf_extent`
+                    ) -> pd.DataFrame:  # per layer: `stride`, `theoretical`, `effective`
+    "Per layer: stride, theoretical receptive field (`receptive_field`) and the effective field's `erf_extent`, in px."
     model = unwrap_model(learn_or_model)
     rows = []
     for layer in layers:
         prefix, _, stage = layer.rpartition('.')
         theory = receptive_field(model.get_submodule(prefix) if prefix else model, [stage], size=size).iloc[0]
         field = effective_receptive_field(model, layer, size=size, n=n)
-        rows.append(dict(layer=layer, stride=int(theory['stride']), theoretical=float(theory['receptive_field']), effective=erf_extent(field, mass)))
+        rows.append(dict(layer=layer, stride=int(theory['stride']), theoretical=float(theory['receptive_field']),
+                         effective=erf_extent(field, mass)))
     return pd.DataFrame(rows).set_index('layer')
 
-def show_receptive_fields(learn_or_model, layers, size:int=256, n:int=8, mass:float=0.95, panel:float=2.6) -> Figure:
-    "One panel per layer: its effective receptive field (log scale) on a `size` input, the square holding `mass` of it (white) and its theoretical field (dashed)."
+def show_receptive_fields(learn_or_model,   # a `Learner` or a model
+                          layers,           # as `receptive_fields`
+                          size:int=256,     # the input side
+                          n:int=8,          # the noise images of `effective_receptive_field`
+                          mass:float=0.95,  # the share of the field the white square holds
+                          panel:float=2.6,  # the size of one panel
+                         ) -> Figure:
+    "One panel per layer: effective receptive field (log scale), square holding `mass` (white), theoretical (dashed)."
     table = receptive_fields(learn_or_model, layers, size, n, mass)
     fig = Figure(figsize=(panel * len(layers), panel + 0.3), layout='constrained')
     for ax, layer in zip(fig.subplots(1, len(layers), squeeze=False)[0], layers):
@@ -272,9 +334,11 @@ def show_receptive_fields(learn_or_model, layers, size:int=256, n:int=8, mass:fl
         ax.imshow(field.clamp(min=field.max() * 1e-4).log().numpy(), cmap='magma')
         cy, cx = (round(float((field.sum(1 - d) * torch.arange(field.shape[d])).sum())) for d in (0, 1))
         for side, style in ((table.loc[layer, 'effective'], '-'), (table.loc[layer, 'theoretical'], '--')):
-            ax.add_patch(Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, edgecolor='white', linestyle=style, linewidth=1))
+            ax.add_patch(Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False, edgecolor='white',
+                                   linestyle=style, linewidth=1))
         ax.set_xlim(-0.5, size - 0.5); ax.set_ylim(size - 0.5, -0.5); ax.axis('off')
-        ax.set_title(f"{layer.rpartition('.')[2]}: {table.loc[layer, 'effective']} of {table.loc[layer, 'theoretical']:.0f} px", fontsize=8)
+        ax.set_title(f"{layer.rpartition('.')[2]}: {table.loc[layer, 'effective']} of "
+                     f"{table.loc[layer, 'theoretical']:.0f} px", fontsize=8)
     return fig
 
 # %% ../../nbs/61_tools_analysis.ipynb #2b8b48c7
@@ -282,57 +346,83 @@ def _level_names(strides) -> list[str]: return [f'P{int(round(math.log2(s)))}' f
 
 def _box_colors(labels:torch.Tensor, vocab, color_by:str) -> np.ndarray:
     "An RGB colour (0-1) per box: by its index (tab10) or by its class (`class_colors`)."
-    if color_by == 'box': return np.array([matplotlib.colormaps['tab10'](k % 10)[:3] for k in range(len(labels))]).reshape(-1, 3)
+    if color_by == 'box':
+        return np.array([matplotlib.colormaps['tab10'](k % 10)[:3] for k in range(len(labels))]).reshape(-1, 3)
     if color_by == 'class':
         palette = np.array(class_colors(max(len(vocab or ()), int(labels.max()) + 1 if len(labels) else 1))) / 255
         return palette[labels.numpy() % len(palette)].reshape(-1, 3)
     raise ValueError(f"color_by={color_by!r}: use 'box' or 'class'")
 
-def show_positives(image, boxes, labels, priors:torch.Tensor, level_counts, assigned:torch.Tensor, strides, vocab=None, color_by:str='box',
-                   all_priors:bool=False, title:str|None=None, panel:float=2.6) -> Figure:
-    "One panel per pyramid level: `image` (uint8 `[3, H, W]`) with `boxes`, and the priors (anchors `[N, 4]` or points `[N, 2+]`) that `assigned [N]` gives a box, coloured by their box (`color_by='box'`, its outline dashed in that colour) or its class; `all_priors` dots every prior's centre in grey."
+def show_positives(image,                  # uint8 `[3, H, W]`
+                   boxes,                  # `[M, 4]` xyxy, in the image's pixels
+                   labels,                 # `[M]` their class indices
+                   priors:torch.Tensor,    # anchors `[N, 4]` or points `[N, 2+]`
+                   level_counts,           # the priors per level
+                   assigned:torch.Tensor,  # `[N]` the box each prior learns (negative for none)
+                   strides,                # the levels' strides
+                   vocab=None,             # the class names
+                   color_by:str='box',     # 'box': colour by box (its outline dashed in that colour); 'class': by class
+                   all_priors:bool=False,  # dot every prior's centre in grey
+                   title:str|None=None,    # the figure's title
+                   panel:float=2.6,        # the size of one panel
+                  ) -> Figure:
+    "One panel per level: `image` with `boxes` and the priors that `assigned` gives a box, coloured by `color_by`."
     image = torch.as_tensor(image).as_subclass(torch.Tensor).cpu()
     boxes, labels = torch.as_tensor(boxes).float().reshape(-1, 4).cpu(), torch.as_tensor(labels).long().cpu()
     assigned, priors, counts = torch.as_tensor(assigned).cpu(), priors.cpu(), [int(c) for c in level_counts]
     colors = _box_colors(labels, vocab, color_by)
     fig = Figure(figsize=(panel * len(counts), panel + 0.5), layout='constrained')
     axes = fig.subplots(1, len(counts), squeeze=False)[0]
-    for ax, name, stride, level_priors, owners in zip(axes, _level_names(strides), strides, priors.split(counts), assigned.split(counts)):
+    for ax, name, stride, level_priors, owners in zip(axes, _level_names(strides), strides, priors.split(counts),
+                                                      assigned.split(counts)):
         show_sample(image, dict(boxes=boxes, labels=labels), vocab, ax=ax, show_masks=False)
         centres = level_priors[:, :2] if level_priors.shape[1] != 4 else (level_priors[:, :2] + level_priors[:, 2:]) / 2
         if all_priors: ax.scatter(*centres.T.numpy(), s=1, c='0.7')
         if color_by == 'box':
-            for (x1, y1, x2, y2), color in zip(boxes.tolist(), colors): ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linestyle='--', linewidth=1))
+            for (x1, y1, x2, y2), color in zip(boxes.tolist(), colors):
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linestyle='--',
+                                       linewidth=1))
         positive = owners >= 0
         owner = owners[positive]
         if level_priors.shape[1] == 4:
             for (x1, y1, x2, y2), box in zip(level_priors[positive].tolist(), owner.tolist()):
                 ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colors[box], linewidth=0.8))
-        if positive.any(): ax.scatter(*centres[positive].T.numpy(), s=14, c=colors[owner.numpy()], edgecolors='black', linewidths=0.5)
+        if positive.any():
+            ax.scatter(*centres[positive].T.numpy(), s=14, c=colors[owner.numpy()], edgecolors='black', linewidths=0.5)
         ax.set_xlim(-0.5, image.shape[-1] - 0.5); ax.set_ylim(image.shape[-2] - 0.5, -0.5)
         ax.set_title(f'{name} (stride {stride}): {int(positive.sum())} positives', fontsize=8); ax.axis('off')
     if title: fig.suptitle(title, fontsize=9)
     return fig
 
-def model_assignment(learn_or_model, outputs:dict, targets) -> torch.Tensor:
-    "`[B, N]` the box each prior of a dense detector learns (negative for none), by the model's own `assign` on its `outputs` and the batch's `targets`."
+def model_assignment(learn_or_model,  # a `Learner` or a dense detector
+                     outputs:dict,    # the model's outputs
+                     targets,         # the batch's targets
+                    ) -> torch.Tensor: # `[B, N]` the box each prior learns (negative for none)
+    "The box each prior of a dense detector learns, by the model's own `assign`."
     model = unwrap_model(learn_or_model)
     return model.prior_assignment(outputs, targets)
 
 @torch.no_grad()
-def show_model_positives(learn_or_model, item, target:dict, size:int|None=None, vocab=None, panel:float=2.6) -> Figure:
-    "`show_positives` of one image (`item`: path, PIL image, array, tensor) and its `target` (boxes in the image's pixels, labels), with the model's priors and assignment at its input size."
+def show_model_positives(learn_or_model,      # a `Learner` or a dense detector
+                         item,                # a path, PIL image, array or tensor
+                         target:dict,         # its `boxes` (in the image's pixels) and `labels`
+                         size:int|None=None,  # as `model_input`
+                         vocab=None,          # the class names (None: the model's)
+                         panel:float=2.6,     # the size of one panel
+                        ) -> Figure:
+    "`show_positives` of one image, with the model's priors and assignment at its input size."
     model = unwrap_model(learn_or_model)
     image, shown, batch, (height, width) = _model_inputs(learn_or_model, item, size)
     scale = width / image.shape[-1]   # the resized width, not the padded one
-    scaled = dict(boxes=torch.as_tensor(target['boxes']).float().reshape(-1, 4) * scale, labels=torch.as_tensor(target['labels']).long())
+    scaled = dict(boxes=torch.as_tensor(target['boxes']).float().reshape(-1, 4) * scale,
+                  labels=torch.as_tensor(target['labels']).long())
     training = model.training
     model.eval()
     try: outputs = model(batch)
     finally: model.train(training)
     assigned = model_assignment(model, outputs, [{k: v.to(batch.device) for k, v in scaled.items()}])[0]
-    return show_positives(shown, scaled['boxes'], scaled['labels'], outputs['priors'], outputs['level_counts'], assigned, model.strides,
-                          vocab or model.vocab, title=type(model).__name__, panel=panel)
+    return show_positives(shown, scaled['boxes'], scaled['labels'], outputs['priors'], outputs['level_counts'],
+                          assigned, model.strides, vocab or model.vocab, title=type(model).__name__, panel=panel)
 
 # %% ../../nbs/61_tools_analysis.ipynb #25df7e25
 def _anchor_iou(priors:torch.Tensor, boxes:torch.Tensor) -> torch.Tensor|None:
@@ -340,8 +430,11 @@ def _anchor_iou(priors:torch.Tensor, boxes:torch.Tensor) -> torch.Tensor|None:
     return box_iou(priors, boxes.to(priors)) if priors.shape[-1] == 4 else None
 
 @torch.no_grad()
-def assignment_statistics(learn_or_model, dl=None, max_batches:int|None=None) -> pd.DataFrame:
-    "Per ground-truth box of `dl` (default: the learner's validation DataLoader): `image`, `label`, `size` (square root of its area, input pixels), `positives`, `level` (holding most of them) and, for anchors, `best_iou`."
+def assignment_statistics(learn_or_model,            # a `Learner` or a dense detector
+                          dl=None,                   # the batches (None: the learner's validation DataLoader)
+                          max_batches:int|None=None, # the most batches read (None: all)
+                         ) -> pd.DataFrame:         # columns `image`, `label`, `size`, `positives`, `level`, `best_iou`
+    "Per ground-truth box: image, label, size (√area, input px), positives, the level holding most, anchors' best IoU."
     model = unwrap_model(learn_or_model)
     if dl is None:
         if not isinstance(learn_or_model, Learner): raise ValueError('pass a DataLoader: dl=')
@@ -353,21 +446,25 @@ def assignment_statistics(learn_or_model, dl=None, max_batches:int|None=None) ->
             if max_batches is not None and b >= max_batches: break
             outputs = model(images)
             assigned, priors = model_assignment(model, outputs, targets), outputs['priors']
-            level = torch.repeat_interleave(torch.arange(len(names), device=priors.device), outputs['level_counts'].to(priors.device))
+            level = torch.repeat_interleave(torch.arange(len(names), device=priors.device),
+                                            outputs['level_counts'].to(priors.device))
             for i, target in enumerate(targets):
                 boxes = target['boxes'].as_subclass(torch.Tensor)
                 ious = _anchor_iou(priors, boxes)
                 for j, box in enumerate(boxes):
                     mine = assigned[i] == j
                     per_level = torch.bincount(level[mine], minlength=len(names))
-                    rows.append(dict(image=b * dl.bs + i, label=int(target['labels'][j]), size=float((box[2:] - box[:2]).prod().clamp(min=0).sqrt()),
-                                     positives=int(mine.sum()), level=names[int(per_level.argmax())] if mine.any() else None,
-                                     best_iou=float(ious[:, j].max()) if ious is not None and len(ious) else float('nan')))
+                    rows.append(dict(image=b * dl.bs + i, label=int(target['labels'][j]),
+                                     size=float((box[2:] - box[:2]).prod().clamp(min=0).sqrt()),
+                                     positives=int(mine.sum()),
+                                     level=names[int(per_level.argmax())] if mine.any() else None,
+                                     best_iou=float(ious[:, j].max()) if ious is not None and len(ious)
+                                              else float('nan')))
     finally: model.train(training)
     return pd.DataFrame(rows)
 
 def plot_assignment_statistics(stats:pd.DataFrame, figsize=(9, 3.2)) -> Figure:
-    "Positives per box against box size (coloured by the level holding most of them), and the boxes per level (`none`: never learned)."
+    "Positives per box against its size (coloured by the level holding most), boxes per level (`none`: never learned)."
     fig = Figure(figsize=figsize, layout='constrained')
     left, right = fig.subplots(1, 2)
     levels = sorted(stats['level'].dropna().unique(), key=lambda s: int(s[1:]))
@@ -376,8 +473,11 @@ def plot_assignment_statistics(stats:pd.DataFrame, figsize=(9, 3.2)) -> Figure:
         left.scatter(part['size'], part['positives'], s=12, color=f'C{k}', label=level)
     missed = stats[stats['level'].isna()]
     if len(missed): left.scatter(missed['size'], missed['positives'], s=16, color='black', marker='x', label='none')
-    left.set(xscale='log', xlabel='box size (√area, px)', ylabel='positives', title='positives per box'); left.legend(fontsize=7)
-    counts = stats['level'].fillna('none').value_counts().reindex(levels + (['none'] if len(missed) else []), fill_value=0)
-    right.bar(counts.index, counts.values, color=[f'C{k}' for k in range(len(levels))] + (['black'] if len(missed) else []))
+    left.set(xscale='log', xlabel='box size (√area, px)', ylabel='positives', title='positives per box')
+    left.legend(fontsize=7)
+    counts = (stats['level'].fillna('none').value_counts()
+              .reindex(levels + (['none'] if len(missed) else []), fill_value=0))
+    right.bar(counts.index, counts.values,
+              color=[f'C{k}' for k in range(len(levels))] + (['black'] if len(missed) else []))
     right.set(title='boxes by level', ylabel='boxes')
     return fig

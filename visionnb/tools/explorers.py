@@ -35,14 +35,18 @@ __all__ = ['PREDICTION_KEYS', 'ASSIGNMENT_RULES', 'PYRAMID_STRIDES', 'as_records
            'assignment_explorer']
 
 # %% ../../nbs/60_tools_explorers.ipynb #35c6226d
-def as_records(records_or_dls, vocab=None) -> Records:
-    "`Records` of `Records`, a list of `Record`s (with `vocab`), or the validation items of `det_dls` DataLoaders (or of one of their DataLoaders)."
-    if isinstance(records_or_dls, Records): return records_or_dls if vocab is None else Records(records_or_dls.items, vocab, records_or_dls.read_errors)
+def as_records(records_or_dls, # `Records`, a list of `Record`s, or `det_dls` DataLoaders (or one of their DataLoaders)
+               vocab=None,     # the class names (None: those of `records_or_dls`)
+              ) -> Records:    # for DataLoaders, their validation items
+    "The `Records` the explorers browse, from `Records`, a list of `Record`s or `det_dls` DataLoaders."
+    if isinstance(records_or_dls, Records):
+        return records_or_dls if vocab is None else Records(records_or_dls.items, vocab, records_or_dls.read_errors)
     if isinstance(records_or_dls, Learner): records_or_dls = records_or_dls.dls
     if isinstance(records_or_dls, DataLoaders): records_or_dls = records_or_dls.valid
     items = list(getattr(records_or_dls, 'items', records_or_dls))
     bad = [type(o).__name__ for o in items if not isinstance(o, Record)]
-    if bad: raise TypeError(f'the explorers browse Records, lists of Record or det_dls DataLoaders: found items of type {bad[0]}')
+    if bad: raise TypeError('the explorers browse Records, lists of Record or det_dls DataLoaders: '
+                            f'found items of type {bad[0]}')
     vocab = vocab if vocab is not None else getattr(records_or_dls, 'vocab', None)
     return Records(items, [] if vocab is None else list(vocab))
 
@@ -72,21 +76,27 @@ def _plain_target(target:dict) -> dict:
     return {k: target[k].as_subclass(torch.Tensor) for k in ('boxes', 'labels', 'masks') if k in target}
 
 def _load(rec:Record, masks:bool) -> tuple:
-    "`(image uint8 [3, H, W] or None, target or None, problem or None)`: `rec` read by `record_sample`, the `DatasetError` it raised kept as text."
+    "`(image uint8 [3, H, W] or None, target or None, problem or None)`: `rec` read, a `DatasetError` kept as text."
     try: image, target = record_sample(rec, masks=masks and rec.segments is not None)
     except DatasetError as e: return None, None, str(e)
     return image.as_subclass(torch.Tensor), _plain_target(target), None
 
 # %% ../../nbs/60_tools_explorers.ipynb #641ca044
-def browser_state(records:Records, index:int=0, classes=None, boxes:bool=True, masks:bool=True) -> dict:
-    "What the dataset browser shows of image `index` of `records`: the picture, its objects of `classes` (boxes and masks as toggled), per-class counts and the problems met reading it."
+def browser_state(records:Records,  # the images browsed
+                  index:int=0,      # the image shown
+                  classes=None,     # the classes of the objects shown (names or indices; None: all)
+                  boxes:bool=True,  # draw the boxes
+                  masks:bool=True,  # draw the masks (when the image has some)
+                 ) -> dict:         # the picture, its objects, per-class counts and the problems met reading it
+    "What the dataset browser shows of image `index` of `records`."
     rec = records[index]
     shown = objects_of(rec, classes, records.vocab)
     image, target, problem = _load(shown, masks)
     errors = [f'{entry}: {text}' for entry, text in rec.read_errors] + ([problem] if problem else [])
     return dict(index=index, file=rec.file, size=rec.size, image=image, target=target, vocab=list(records.vocab),
                 counts=dict(sorted(Counter(_class_name(int(l), records.vocab) for l in shown.labels).items())),
-                hidden=len(rec) - len(shown), errors=errors, boxes=boxes, masks=masks and target is not None and 'masks' in target)
+                hidden=len(rec) - len(shown), errors=errors, boxes=boxes,
+                masks=masks and target is not None and 'masks' in target)
 
 def browser_summary(state:dict) -> str:
     "One line about the browsed image: file, size, objects per class, objects hidden by the class filter, read errors."
@@ -102,11 +112,15 @@ def _problem_panel(ax, text:str):
 
 def _draw_objects(ax, image:torch.Tensor, target:dict, vocab, boxes:bool=True, masks:bool=True, title:str|None=None):
     "`show_sample` with boxes and masks toggled apart (masks alone are drawn in their class colours)."
-    if boxes: return show_sample(image, target if masks else {k: v for k, v in target.items() if k != 'masks'}, vocab, ax=ax, title=title)
+    if boxes: return show_sample(image, target if masks else {k: v for k, v in target.items() if k != 'masks'}, vocab,
+                                 ax=ax, title=title)
     if masks and 'masks' in target and len(target['masks']):
         palette = class_colors(max(len(vocab), int(target['labels'].max()) + 1))
-        image = draw_segmentation_masks(image, target['masks'].bool(), alpha=0.45, colors=[palette[l] if l >= 0 else (255, 255, 255) for l in target['labels'].tolist()])
-    return show_sample(image, dict(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.int64)), vocab, ax=ax, title=title)
+        image = draw_segmentation_masks(image, target['masks'].bool(), alpha=0.45,
+                                        colors=[palette[l] if l >= 0 else (255, 255, 255)
+                                                for l in target['labels'].tolist()])
+    return show_sample(image, dict(boxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.int64)), vocab,
+                       ax=ax, title=title)
 
 def render_browser(state:dict, figsize=(4.5, 4.5)) -> Figure:
     "The browsed image with its (filtered) boxes, class names and masks; the problem instead when it could not be read."
@@ -120,17 +134,23 @@ def render_browser(state:dict, figsize=(4.5, 4.5)) -> Figure:
 # %% ../../nbs/60_tools_explorers.ipynb #501b92d9
 def _class_filter(vocab, value=()):
     import ipywidgets as widgets
-    return widgets.SelectMultiple(options=list(vocab), value=tuple(value or ()), rows=min(6, max(len(vocab), 1)), description='classes')
+    return widgets.SelectMultiple(options=list(vocab), value=tuple(value or ()), rows=min(6, max(len(vocab), 1)),
+                                  description='classes')
 
-def dataset_browser(records_or_dls, classes=None, boxes:bool=True, masks:bool=True, vocab=None):
-    "An ipywidgets browser of `records_or_dls` (see `as_records`): image slider, class filter, box and mask toggles, the image and a summary."
+def dataset_browser(records_or_dls,   # what `as_records` takes
+                    classes=None,     # the class filter's first choice (names or indices; None: every class)
+                    boxes:bool=True,  # the boxes toggle's first value
+                    masks:bool=True,  # the masks toggle's first value
+                    vocab=None):      # the class names (None: those of `records_or_dls`)
+    "An ipywidgets browser: image slider, class filter, box and mask toggles, the image and a summary."
     import ipywidgets as widgets
     from IPython.display import display
     records = as_records(records_or_dls, vocab)
     names = [records.vocab[i] for i in class_indices(classes, records.vocab) or []]
     image = widgets.IntSlider(min=0, max=0, description='image', continuous_update=False)
     chosen = _class_filter(records.vocab, names)
-    show_boxes, show_masks = widgets.Checkbox(value=boxes, description='boxes'), widgets.Checkbox(value=masks, description='masks')
+    show_boxes, show_masks = (widgets.Checkbox(value=boxes, description='boxes'),
+                              widgets.Checkbox(value=masks, description='masks'))
     summary, output = widgets.HTML(), widgets.Output()
     box = widgets.VBox([widgets.HBox([image, chosen, widgets.VBox([show_boxes, show_masks])]), summary, output])
     box.images, box.state, box.figure, box.updating = [], None, None, False
@@ -141,7 +161,8 @@ def dataset_browser(records_or_dls, classes=None, boxes:bool=True, masks:bool=Tr
             box.state, box.figure = None, None
             summary.value = f'no image holds an object of {list(chosen.value)}'
             return
-        box.state = browser_state(records, box.images[image.value], list(chosen.value), show_boxes.value, show_masks.value)
+        box.state = browser_state(records, box.images[image.value], list(chosen.value), show_boxes.value,
+                                  show_masks.value)
         summary.value = browser_summary(box.state)
         box.figure = render_browser(box.state)
         with output: display(box.figure)
@@ -158,9 +179,12 @@ def dataset_browser(records_or_dls, classes=None, boxes:bool=True, masks:bool=Tr
 
 # %% ../../nbs/60_tools_explorers.ipynb #2cba5ce8
 @contextlib.contextmanager
-def candidate_settings(model, min_score:float=0.05, max_candidates:int=10000):
-    "Within the block `model` keeps every candidate scoring above `min_score`, up to `max_candidates` per image, with no box NMS (IoU threshold 1) and no score voting; its settings are restored after."
-    settings = dict(score_thresh=min_score, update_thresh=min_score, nms_thresh=1.0, max_detections=max_candidates, score_voting=False)
+def candidate_settings(model,                     # a detector with `score_thresh`, `nms_thresh`... attributes
+                       min_score:float=0.05,      # the lowest score kept
+                       max_candidates:int=10000): # the most candidates kept per image
+    "Within the block `model` keeps its candidates: no box NMS (IoU threshold 1), no score voting; restored after."
+    settings = dict(score_thresh=min_score, update_thresh=min_score, nms_thresh=1.0, max_detections=max_candidates,
+                    score_voting=False)
     before = {k: getattr(model, k) for k in settings if hasattr(model, k)}
     try:
         for k in before: setattr(model, k, settings[k])
@@ -169,38 +193,63 @@ def candidate_settings(model, min_score:float=0.05, max_candidates:int=10000):
         for k, v in before.items(): setattr(model, k, v)
 
 def _input_size(learn_or_model, records:Records, size:int|None) -> int|None:
-    "`size`, else None where the learner or the model's config says it, else the records' longest side rounded up to 32."
-    if size is not None or isinstance(learn_or_model, Learner) or (getattr(unwrap_model(learn_or_model), 'config', None) or {}).get('size'): return size
+    "`size`, else None where the learner or model's config says it, else the records' longest side rounded up to 32."
+    if (size is not None or isinstance(learn_or_model, Learner)
+        or (getattr(unwrap_model(learn_or_model), 'config', None) or {}).get('size')): return size
     return round_up(max(max(rec.size) for rec in records), 32)
 
 PREDICTION_KEYS = ('boxes', 'scores', 'labels', 'masks')
 
-def candidate_predictions(learn_or_model, records, size:int|None=None, min_score:float=0.05, max_candidates:int=10000, bs:int=8) -> list[dict]:
-    "Per record, the model's candidate detections (`boxes` in original pixels, `scores`, `labels`, SOLOv2's `masks`) under `candidate_settings`: computed once, then re-filtered by `filter_predictions`."
+def candidate_predictions(learn_or_model,           # a `Learner` or a detector
+                          records,                  # what `as_records` takes
+                          size:int|None=None,       # the input size (None: the learner's or model's, else the records')
+                          min_score:float=0.05,     # the lowest score kept
+                          max_candidates:int=10000, # the most candidates kept per image
+                          bs:int=8,                 # the batch size
+                         ) -> list[dict]: # per record: `boxes` (original pixels), `scores`, `labels`, SOLOv2's `masks`
+    "The model's candidates under `candidate_settings`: computed once, then re-filtered by `filter_predictions`."
     records, model = as_records(records), unwrap_model(learn_or_model)
     with candidate_settings(model, min_score, max_candidates):
-        predictions = predict_detections(learn_or_model, [rec.file for rec in records], _input_size(learn_or_model, records, size), bs)
+        predictions = predict_detections(learn_or_model, [rec.file for rec in records],
+                                         _input_size(learn_or_model, records, size), bs)
     return [{k: p[k] for k in PREDICTION_KEYS if k in p} for p in predictions]
 
-def filter_predictions(prediction:dict, score_thresh:float=0.3, iou_thresh:float=0.5, classes=None, max_detections:int|None=100) -> dict:
-    "The detections of `prediction` scoring at least `score_thresh`, of class indices `classes` (None: all), kept by class-wise NMS at `iou_thresh` (`batched_nms`), the best `max_detections` (None: all) first."
+def filter_predictions(prediction:dict,              # one image's `candidate_predictions`
+                       score_thresh:float=0.3,       # the lowest score kept
+                       iou_thresh:float=0.5,         # the IoU of class-wise NMS (`batched_nms`)
+                       classes=None,                 # the class indices kept (None: all)
+                       max_detections:int|None=100,  # the most detections kept, the best first (None: all)
+                      ) -> dict:
+    "The detections of `prediction` scoring at least `score_thresh`, of `classes`, kept by class-wise NMS."
     scores, labels = prediction['scores'], prediction['labels']
     keep = scores >= score_thresh
     if classes is not None: keep &= torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
     index = keep.nonzero()[:, 0]
-    index = index[batched_nms(prediction['boxes'][index].float(), scores[index].float(), labels[index], iou_thresh)][:max_detections]
+    index = index[batched_nms(prediction['boxes'][index].float(), scores[index].float(), labels[index],
+                              iou_thresh)][:max_detections]
     return {k: v[index] for k, v in prediction.items() if k in PREDICTION_KEYS}
 
-def image_ap(prediction:dict, record:Record, vocab, iou_type:str='bbox') -> float:
-    "COCO AP (IoU 0.5:0.95) of one image's `prediction` (original pixels) against its `record`; NaN when the record has no object to find."
+def image_ap(prediction:dict,     # one image's detections, in original pixels
+             record:Record,       # its ground truth
+             vocab,               # the class names
+             iou_type:str='bbox', # 'bbox' or 'segm'
+            ) -> float:           # NaN when the record has no object to find
+    "COCO AP (IoU 0.5:0.95) of one image's `prediction` against its `record`."
     if not len(record): return math.nan
-    truth = Records([dataclasses.replace(record, image_id=0)], vocab)   # a lone image: its id does not matter, but COCO needs one
+    # a lone image: its id does not matter, but COCO needs one
+    truth = Records([dataclasses.replace(record, image_id=0)], vocab)
     return coco_evaluate({0: prediction}, truth, iou_type)['AP']
 
 # %% ../../nbs/60_tools_explorers.ipynb #861aaeed
-def prediction_state(predictions:list, records:Records, index:int=0, score_thresh:float=0.3, iou_thresh:float=0.5, classes=None,
-                     max_detections:int|None=100) -> dict:
-    "What the prediction explorer shows of image `index`: its picture, ground truth and the candidates kept by `filter_predictions`, both restricted to `classes`, and the image's COCO AP."
+def prediction_state(predictions:list,             # per image, its `candidate_predictions`
+                     records:Records,              # the images and their ground truth
+                     index:int=0,                  # the image shown
+                     score_thresh:float=0.3,       # as `filter_predictions`
+                     iou_thresh:float=0.5,         # as `filter_predictions`
+                     classes=None,                 # the classes of ground truth and predictions shown (None: all)
+                     max_detections:int|None=100,  # as `filter_predictions`
+                    ) -> dict:
+    "What the prediction explorer shows of image `index`: picture, ground truth, kept candidates, the image's COCO AP."
     rec = records[index]
     wanted = class_indices(classes, records.vocab)
     truth = objects_of(rec, wanted)
@@ -208,14 +257,17 @@ def prediction_state(predictions:list, records:Records, index:int=0, score_thres
     shown = filter_predictions(candidates, score_thresh, iou_thresh, wanted, max_detections)
     image, target, problem = _load(truth, masks='masks' in candidates)
     above = int((candidates['scores'] >= score_thresh).sum())
-    return dict(index=index, file=rec.file, image=image, truth=target, prediction=shown, vocab=list(records.vocab), problem=problem,
-                score_thresh=score_thresh, iou_thresh=iou_thresh, classes=wanted, candidates=len(candidates['scores']), above=above,
-                ap=image_ap(shown, truth, records.vocab, 'segm' if 'masks' in shown and truth.segments is not None else 'bbox'))
+    return dict(index=index, file=rec.file, image=image, truth=target, prediction=shown, vocab=list(records.vocab),
+                problem=problem, score_thresh=score_thresh, iou_thresh=iou_thresh, classes=wanted,
+                candidates=len(candidates['scores']), above=above,
+                ap=image_ap(shown, truth, records.vocab,
+                            'segm' if 'masks' in shown and truth.segments is not None else 'bbox'))
 
 def prediction_summary(state:dict) -> str:
     "One line: candidates, how many pass the score threshold, how many NMS keeps, the image's AP."
     ap = 'n/a (no object)' if math.isnan(state['ap']) else f"{state['ap']:.3f}"
-    return (f"{state['file'].name} · {state['candidates']} candidates · {state['above']} score ≥ {state['score_thresh']:.2f} · "
+    return (f"{state['file'].name} · {state['candidates']} candidates · {state['above']} score ≥ "
+            f"{state['score_thresh']:.2f} · "
             f"{len(state['prediction']['scores'])} after NMS at IoU {state['iou_thresh']:.2f} · AP {ap}")
 
 def render_predictions(state:dict, figsize=(8, 4.2)) -> Figure:
@@ -225,7 +277,8 @@ def render_predictions(state:dict, figsize=(8, 4.2)) -> Figure:
     if state['image'] is None:
         for ax in (left, right): _problem_panel(ax, state['problem'])
         return fig
-    show_sample(state['image'], state['truth'], state['vocab'], ax=left, title=f"image {state['index']}: ground truth ({len(state['truth']['labels'])})")
+    show_sample(state['image'], state['truth'], state['vocab'], ax=left,
+                title=f"image {state['index']}: ground truth ({len(state['truth']['labels'])})")
     shown = drawing_order(state['prediction'])   # the best box's label drawn last, on top
     ap = '' if math.isnan(state['ap']) else f", AP {state['ap']:.2f}"
     show_sample(state['image'], shown, state['vocab'], ax=right, title=f"{len(shown['scores'])} predicted{ap}")
@@ -233,17 +286,24 @@ def render_predictions(state:dict, figsize=(8, 4.2)) -> Figure:
     return fig
 
 # %% ../../nbs/60_tools_explorers.ipynb #8f319661
-def prediction_explorer(learn_or_model, records=None, size:int|None=None, score_thresh:float=0.3, iou_thresh:float=0.5, classes=None,
-                        min_score:float=0.05):
-    "An ipywidgets explorer of a detector's predictions on `records` (default: a learner's validation records): score and NMS IoU sliders, class filter, ground truth beside predictions, per-image AP."
+def prediction_explorer(learn_or_model,          # a `Learner` or a detector
+                        records=None,            # what `as_records` takes (None: the learner's validation records)
+                        size:int|None=None,      # as `candidate_predictions`
+                        score_thresh:float=0.3,  # the score slider's first value
+                        iou_thresh:float=0.5,    # the NMS IoU slider's first value
+                        classes=None,            # the class filter's first choice (None: every class)
+                        min_score:float=0.05):   # the lowest candidate score, the score slider's minimum
+    "An ipywidgets explorer of a detector's predictions: score and NMS IoU sliders, class filter, per-image AP."
     import ipywidgets as widgets
     from IPython.display import display
     records = as_records(learn_or_model if records is None else records)
     candidates = candidate_predictions(learn_or_model, records, size, min_score)
     names = [records.vocab[i] for i in class_indices(classes, records.vocab) or []]
     image = widgets.IntSlider(min=0, max=len(records) - 1, description='image', continuous_update=False)
-    score = widgets.FloatSlider(value=max(score_thresh, min_score), min=min_score, max=1., step=0.01, description='score ≥', continuous_update=False)
-    iou = widgets.FloatSlider(value=iou_thresh, min=0.05, max=1., step=0.05, description='NMS IoU', continuous_update=False)
+    score = widgets.FloatSlider(value=max(score_thresh, min_score), min=min_score, max=1., step=0.01,
+                                description='score ≥', continuous_update=False)
+    iou = widgets.FloatSlider(value=iou_thresh, min=0.05, max=1., step=0.05, description='NMS IoU',
+                              continuous_update=False)
     chosen = _class_filter(records.vocab, names)
     summary, output = widgets.HTML(), widgets.Output()
     box = widgets.VBox([widgets.HBox([widgets.VBox([image, score, iou]), chosen]), summary, output])
@@ -262,17 +322,24 @@ def prediction_explorer(learn_or_model, records=None, size:int|None=None, score_
 ASSIGNMENT_RULES = ('max_iou', 'fcos', 'atss', 'paa')
 PYRAMID_STRIDES = (8, 16, 32, 64, 128)
 
-def pyramid_sizes(image_size, strides=PYRAMID_STRIDES, pad_multiple:int=32) -> list[tuple[int, int]]:
-    "`(h, w)` of each level's feature map for an image of `image_size=(h, w)` padded to `pad_multiple`: the backbone's levels divide it, each extra level (P6, P7) halves the previous, rounding up."
+def pyramid_sizes(image_size,                # `(h, w)` of the image
+                  strides=PYRAMID_STRIDES,   # the levels' strides
+                  pad_multiple:int=32,       # the image is padded to a multiple of it
+                 ) -> list[tuple[int, int]]: # `(h, w)` of each level's feature map
+    "Level sizes: backbone levels divide the padded image, each extra one (P6, P7) halves the previous, rounding up."
     h, w = (round_up(s, pad_multiple) for s in image_size)
     sizes = []
     for stride in strides:
         if stride <= pad_multiple or not sizes: sizes.append((math.ceil(h / stride), math.ceil(w / stride)))
-        else: sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))   # a stride-2 conv with padding 1
+        else: sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))   # stride-2 conv, padding 1
     return sizes
 
-def assignment_priors(rule:str, image_size, strides=PYRAMID_STRIDES, anchor_scale:float=8.) -> tuple[torch.Tensor, list[int]]:
-    "`(priors, level_counts)` of assigner `rule` on an image of `image_size`: RetinaNet's 9 anchors per location ('max_iou'), FCOS's points `(x, y, stride)`, or ATSS's and PAA's one square anchor of `anchor_scale` strides."
+def assignment_priors(rule:str,                 # one of `ASSIGNMENT_RULES`
+                      image_size,               # `(h, w)` of the image
+                      strides=PYRAMID_STRIDES,  # the levels' strides
+                      anchor_scale:float=8.,    # the side of ATSS's and PAA's anchor, in strides
+                     ) -> tuple[torch.Tensor, list[int]]: # `(priors, level_counts)`
+    "Priors of `rule`: RetinaNet's 9 anchors per location, FCOS's points `(x, y, stride)`, ATSS's/PAA's square anchor."
     if rule not in ASSIGNMENT_RULES: raise ValueError(f'unknown assigner {rule!r}: use one of {ASSIGNMENT_RULES}')
     sizes = pyramid_sizes(image_size, strides)
     if rule == 'max_iou':
@@ -283,8 +350,9 @@ def assignment_priors(rule:str, image_size, strides=PYRAMID_STRIDES, anchor_scal
     per_location = len(priors) // sum(h * w for h, w in sizes)
     return priors, [h * w * per_location for h, w in sizes]
 
-def _paa_candidates(anchors:torch.Tensor, level_counts, gt_boxes:torch.Tensor, gt_mask:torch.Tensor, candidate_iou:float=0.1, num_candidates:int=9) -> torch.Tensor:
-    "`[B, N]` object of each anchor among PAA's candidates, -1 elsewhere: max-IoU at `candidate_iou`, then per level the `num_candidates` of highest IoU."
+def _paa_candidates(anchors:torch.Tensor, level_counts, gt_boxes:torch.Tensor, gt_mask:torch.Tensor,
+                    candidate_iou:float=0.1, num_candidates:int=9) -> torch.Tensor:
+    "`[B, N]` object of each PAA candidate, else -1: max-IoU at `candidate_iou`, per level the `num_candidates` best."
     matched = assign_max_iou(anchors, gt_boxes, gt_mask, candidate_iou, candidate_iou)
     iou = box_iou(anchors, gt_boxes.reshape(-1, 4)).view(len(anchors), *gt_mask.shape).permute(1, 0, 2)   # [B, N, M]
     own = iou.gather(2, matched.clamp(min=0)[..., None])[..., 0]
@@ -295,8 +363,14 @@ def _paa_candidates(anchors:torch.Tensor, level_counts, gt_boxes:torch.Tensor, g
     assigned[image, picked[values.isfinite()]] = owner
     return assigned
 
-def assign_priors(rule:str, priors:torch.Tensor, level_counts, boxes, strides=PYRAMID_STRIDES, num_candidates:int=9) -> torch.Tensor:
-    "`[N]` index of the box (of `boxes [M, 4]`, one image) each prior learns under `rule`, -1 for background (and `IGNORE` in max-IoU's band), by the detectors' own assign functions."
+def assign_priors(rule:str,                 # one of `ASSIGNMENT_RULES`
+                  priors:torch.Tensor,      # its `assignment_priors`
+                  level_counts,             # the priors per level
+                  boxes,                    # `[M, 4]` the boxes of one image
+                  strides=PYRAMID_STRIDES,  # the levels' strides
+                  num_candidates:int=9,     # ATSS's and PAA's candidates per level
+                 ) -> torch.Tensor:         # `[N]`: -1 for background (and `IGNORE` in max-IoU's band)
+    "The index of the box each prior learns under `rule`, by the detectors' own assign functions."
     gt_boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(1, -1, 4)
     gt_mask = torch.ones(gt_boxes.shape[:2], dtype=torch.bool)
     if rule == 'max_iou': return assign_max_iou(priors, gt_boxes, gt_mask)[0]
@@ -305,8 +379,14 @@ def assign_priors(rule:str, priors:torch.Tensor, level_counts, boxes, strides=PY
     if rule == 'paa': return _paa_candidates(priors, level_counts, gt_boxes, gt_mask, num_candidates=num_candidates)[0]
     raise ValueError(f'unknown assigner {rule!r}: use one of {ASSIGNMENT_RULES}')
 
-def assignment_positives(rule:str, image_size, boxes, box_index:int=0, strides=PYRAMID_STRIDES, num_candidates:int=9) -> dict[int, torch.Tensor]:
-    "Per pyramid level (its stride), the priors that learn box `box_index` of `boxes` under `rule` (all the boxes competing): anchors `[K, 4]` xyxy, or FCOS points `[K, 3]`."
+def assignment_positives(rule:str,                 # one of `ASSIGNMENT_RULES`
+                         image_size,               # `(h, w)` of the image
+                         boxes,                    # `[M, 4]` the image's boxes, all competing
+                         box_index:int=0,          # the box whose positives are returned
+                         strides=PYRAMID_STRIDES,  # the levels' strides
+                         num_candidates:int=9,     # ATSS's and PAA's candidates per level
+                        ) -> dict[int, torch.Tensor]: # per stride: anchors `[K, 4]` xyxy, or FCOS points `[K, 3]`
+    "Per pyramid level, the priors that learn box `box_index` of `boxes` under `rule`."
     priors, counts = assignment_priors(rule, image_size, strides)
     assigned = assign_priors(rule, priors, counts, boxes, strides, num_candidates)
     return {s: p[a == box_index] for s, p, a in zip(strides, priors.split(counts), assigned.split(counts))}
@@ -315,10 +395,11 @@ def assignment_positives(rule:str, image_size, boxes, box_index:int=0, strides=P
 def box_choices(records:Records, index:int) -> list[tuple[str, int]]:
     "`(label, box index)` for each object of image `index`: its class and size."
     rec = records[index]
-    return [(f'{k}: {_class_name(int(l), records.vocab)} {b[2] - b[0]:.0f}×{b[3] - b[1]:.0f}', k) for k, (b, l) in enumerate(zip(rec.boxes, rec.labels))]
+    return [(f'{k}: {_class_name(int(l), records.vocab)} {b[2] - b[0]:.0f}×{b[3] - b[1]:.0f}', k)
+            for k, (b, l) in enumerate(zip(rec.boxes, rec.labels))]
 
 def _resized(rec:Record, size:int|None) -> tuple:
-    "`(image or None, problem or None, (h, w), boxes)` of `rec`, its longer side resized to `size` as `ResizeLongest` does (None: as it is)."
+    "`(image or None, problem or None, (h, w), boxes)` of `rec`, its longer side resized to `size` (None: as it is)."
     image, _, problem = _load(rec, masks=False)
     height, width = rec.size
     boxes = torch.from_numpy(rec.boxes.copy())
@@ -329,39 +410,53 @@ def _resized(rec:Record, size:int|None) -> tuple:
     if image is not None: image = TF.resize(image, list(new), antialias=True)
     return image, problem, new, boxes
 
-def assignment_state(records:Records, index:int=0, box_index:int=0, rule:str='atss', size:int|None=None, strides=PYRAMID_STRIDES,
-                     num_candidates:int=9) -> dict:
-    "What the assignment explorer shows: the picture and boxes of image `index` (its longer side resized to `size`, as the model's input), and per level the positives of box `box_index` under `rule`."
+def assignment_state(records:Records,          # the images and their boxes
+                     index:int=0,              # the image shown
+                     box_index:int=0,          # the box whose positives are shown
+                     rule:str='atss',          # one of `ASSIGNMENT_RULES`
+                     size:int|None=None,       # the image's longer side, as the model's input (None: as it is)
+                     strides=PYRAMID_STRIDES,  # the levels' strides
+                     num_candidates:int=9,     # ATSS's and PAA's candidates per level
+                    ) -> dict:
+    "What the assignment explorer shows: image `index`, its boxes, per level the positives of `box_index` under `rule`."
     rec = records[index]
-    if not 0 <= box_index < len(rec): raise IndexError(f'image {index} has {len(rec)} boxes: box_index {box_index} is not one of them')
+    if not 0 <= box_index < len(rec):
+        raise IndexError(f'image {index} has {len(rec)} boxes: box_index {box_index} is not one of them')
     image, problem, image_size, boxes = _resized(rec, size)
     positives = assignment_positives(rule, image_size, boxes, box_index, strides, num_candidates)
     sizes = pyramid_sizes(image_size, strides)
-    levels = [dict(stride=s, level=int(round(math.log2(s))), feature_size=f, priors=p, centres=p[:, :2] if p.shape[1] == 3 else box_centers(p))
+    levels = [dict(stride=s, level=int(round(math.log2(s))), feature_size=f, priors=p,
+                   centres=p[:, :2] if p.shape[1] == 3 else box_centers(p))
               for (s, p), f in zip(positives.items(), sizes)]
-    return dict(index=index, file=rec.file, image=image, problem=problem, image_size=image_size, boxes=boxes, labels=torch.from_numpy(rec.labels),
-                box_index=box_index, rule=rule, levels=levels, vocab=list(records.vocab), counts={l['stride']: len(l['priors']) for l in levels})
+    return dict(index=index, file=rec.file, image=image, problem=problem, image_size=image_size, boxes=boxes,
+                labels=torch.from_numpy(rec.labels), box_index=box_index, rule=rule, levels=levels,
+                vocab=list(records.vocab), counts={l['stride']: len(l['priors']) for l in levels})
 
 def assignment_summary(state:dict) -> str:
     "One line: the rule, the box and its positives per level."
     x1, y1, x2, y2 = state['boxes'][state['box_index']].tolist()
     per_level = ', '.join(f"P{l['level']} {len(l['priors'])}" for l in state['levels'])
-    return f"{state['rule']} · box {state['box_index']} ({_class_name(int(state['labels'][state['box_index']]), state['vocab'])}, {x2 - x1:.0f}×{y2 - y1:.0f} px) · positives: {per_level} · total {sum(state['counts'].values())}"
+    return (f"{state['rule']} · box {state['box_index']} "
+            f"({_class_name(int(state['labels'][state['box_index']]), state['vocab'])}, {x2 - x1:.0f}×{y2 - y1:.0f} px)"
+            f" · positives: {per_level} · total {sum(state['counts'].values())}")
 
 def render_assignment(state:dict, panel:float=2.4) -> Figure:
-    "One panel per pyramid level: the image, the chosen box (white, the others grey), its positive anchors (outlines) or points, and their count."
+    "One panel per level: image, chosen box (white, others grey), its positive anchors (outlines) or points and count."
     fig = Figure(figsize=(panel * len(state['levels']), panel + 0.4), layout='constrained')
     axes = fig.subplots(1, len(state['levels']), squeeze=False)[0]
-    color = np.array(class_colors(max(len(state['vocab']), 1))[int(state['labels'][state['box_index']]) % max(len(state['vocab']), 1)]) / 255
+    color = np.array(class_colors(max(len(state['vocab']), 1))
+                     [int(state['labels'][state['box_index']]) % max(len(state['vocab']), 1)]) / 255
     for ax, level in zip(axes, state['levels']):
         if state['image'] is None: _problem_panel(ax, state['problem']); continue
         ax.imshow(state['image'].permute(1, 2, 0).numpy())
         for k, (x1, y1, x2, y2) in enumerate(state['boxes'].tolist()):
             chosen = k == state['box_index']
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor='white' if chosen else 'grey', linewidth=1.5 if chosen else 0.7))
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor='white' if chosen else 'grey',
+                                   linewidth=1.5 if chosen else 0.7))
         if level['priors'].shape[1] == 4:
             for x1, y1, x2, y2 in level['priors'].tolist():
-                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=0.8, alpha=0.8))
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=0.8,
+                                       alpha=0.8))
         ax.plot(*level['centres'].T.numpy(), 'o', color=color, markeredgecolor='black', markersize=4)
         height, width = state['image_size']
         ax.set_xlim(-0.5, width - 0.5); ax.set_ylim(height - 0.5, -0.5)
@@ -370,22 +465,31 @@ def render_assignment(state:dict, panel:float=2.4) -> Figure:
     return fig
 
 # %% ../../nbs/60_tools_explorers.ipynb #cc852036
-def assignment_explorer(records, index:int=0, box_index:int=0, rule:str='atss', size:int|None=None, strides=PYRAMID_STRIDES, num_candidates:int=9):
-    "An ipywidgets explorer of label assignment on `records` (longer sides resized to `size`): image and box dropdowns, an assigner (RetinaNet's max-IoU, FCOS, ATSS, PAA's candidates), one panel per pyramid level with the box's positives."
+def assignment_explorer(records,                  # what `as_records` takes
+                        index:int=0,              # the image shown first
+                        box_index:int=0,          # the box shown first
+                        rule:str='atss',          # the first assigner: max_iou (RetinaNet), fcos, atss, paa
+                        size:int|None=None,       # the images' longer side, as the model's input (None: as they are)
+                        strides=PYRAMID_STRIDES,  # the levels' strides
+                        num_candidates:int=9):    # ATSS's and PAA's candidates per level
+    "An ipywidgets label assignment explorer: image and box dropdowns, assigner buttons, per level the box's positives."
     import ipywidgets as widgets
     from IPython.display import display
     records = as_records(records)
     with_boxes = [i for i, rec in enumerate(records) if len(rec)]
     if not with_boxes: raise ValueError('no image of these records has a box to assign')
-    image = widgets.Dropdown(options=[(f'{i}: {records[i].file.name}', i) for i in with_boxes], value=index if index in with_boxes else with_boxes[0], description='image')
+    image = widgets.Dropdown(options=[(f'{i}: {records[i].file.name}', i) for i in with_boxes],
+                             value=index if index in with_boxes else with_boxes[0], description='image')
     chosen = widgets.Dropdown(options=box_choices(records, image.value), value=box_index, description='box')
-    assigner = widgets.ToggleButtons(options=[('RetinaNet max-IoU', 'max_iou'), ('FCOS', 'fcos'), ('ATSS', 'atss'), ('PAA candidates', 'paa')], value=rule)
+    assigner = widgets.ToggleButtons(options=[('RetinaNet max-IoU', 'max_iou'), ('FCOS', 'fcos'), ('ATSS', 'atss'),
+                                              ('PAA candidates', 'paa')], value=rule)
     summary, output = widgets.HTML(), widgets.Output()
     box = widgets.VBox([widgets.HBox([image, chosen]), assigner, summary, output])
     box.updating = False
     def redraw(change=None):
         if box.updating: return
-        box.state = assignment_state(records, image.value, chosen.value, assigner.value, size, strides, num_candidates)
+        box.state = assignment_state(records, image.value, chosen.value, assigner.value, size, strides,
+                                     num_candidates)
         summary.value = assignment_summary(box.state)
         box.figure = render_assignment(box.state)
         output.clear_output(wait=True)
