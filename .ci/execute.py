@@ -12,6 +12,7 @@ import re, sys, warnings
 from pathlib import Path
 from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
+from fastcore.xtras import working_directory
 import fastprogress.fastprogress as fp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,8 @@ def execute(path: Path):
     nb = read_nb(path)
     for c in nb.cells:
         if c.cell_type == 'code': c.outputs, c.execution_count = [], None
-    CaptureShell(path.parent).run_all(nb, exc_stop=True, preproc=lambda c: bool(GPU.search(c.source)))
+    with working_directory(path.parent):   # as nbdev_test: relative paths such as ../../shared resolve from nbs/
+        CaptureShell(path.parent).run_all(nb, exc_stop=True, preproc=lambda c: bool(GPU.search(c.source)))
     for c in nb.cells:
         if c.cell_type == 'code': _clean(c.outputs)
     write_nb(nb, path)
