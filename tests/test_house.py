@@ -98,7 +98,8 @@ def test_the_command_trains_it(tmp_path, monkeypatch):
 
 def test_no_outer_module_asks_a_model_its_class():
     "The outer layers hold no `isinstance` check on a concrete model class and no branch on an arch name."
-    classes = 'FCOS|RetinaNet|ATSS|GFL|PAA|CornerNet|SOLOv2|DenseDetector|FPN|PAFPN|HourglassNet'
+    classes = ('FCOS|RetinaNet|ATSS|GFL|PAA|CornerNet|SOLOv2|DenseDetector|FPN|PAFPN|HourglassNet|ResNet|PlainConvNet|'
+               'ATSSHead|FCOSHead|RetinaNetHead|SOLOv2Head|CornerHead|Backbone')
     by_class = re.compile(rf'isinstance\([^)]*\b({classes})\b')
     by_name = re.compile(r"\barch\s*(==|!=|in)\s*['\"(]")
     outer = [ROOT / 'visionnb' / 'cli.py', *[p for d in ('callbacks', 'tools', 'learner', 'deploy') for p in (ROOT / 'visionnb' / d).glob('*.py')]]

@@ -21,8 +21,10 @@ from .models.resnet import *
 from .models.backbone import *
 from .models.necks import *
 from .models.plain import *
+from .learner.precision import *
 from .learner.cls import *
 from .det.core import *
+from .det.heads import *
 from .det.retinanet import *
 from .det.fcos import *
 from .det.atss import *

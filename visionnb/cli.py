@@ -41,7 +41,8 @@ def _add_source_args(p):
     p.add_argument('--format', choices=FORMATS, default='coco', help='dataset format (default: coco)')
     p.add_argument('--split', default='trainval', help='VOC ImageSets/Main split (default: trainval)')
     p.add_argument('--img-dir', default=None, help='COCO image folder (default: beside the json); YOLO label folder')
-    p.add_argument('--classes', type=_classes_arg, default=None, help='class names: comma-separated, or a classes.txt / data.yaml path')
+    p.add_argument('--classes', type=_classes_arg, default=None,
+                   help='class names: comma-separated, or a classes.txt / data.yaml path')
 
 def _records_of(args): return read_source(args.source, args.format, args.split, args.img_dir, args.classes)
 
@@ -52,7 +53,8 @@ def cmd_shapes(args) -> dict:
     t0 = time.perf_counter()
     path = shapes_path(args.size, seed=args.seed, root=args.root, progress=not args.json)
     out = dict(path=str(path), size=args.size, seed=args.seed)
-    if args.classification: out['classification_path'] = str(shapes_classification_path(args.size, seed=args.seed, root=args.root))
+    if args.classification:
+        out['classification_path'] = str(shapes_classification_path(args.size, seed=args.seed, root=args.root))
     out['seconds'] = round(time.perf_counter() - t0, 2)
     return out
 
@@ -76,8 +78,9 @@ def cmd_convert(args) -> dict:
     # a COCO file can hold a negative or out-of-image box, but no tool that reads it expects one
     clean, report = check_dataset(records, policy=args.policy, progress=not args.json)
     path = records_to_coco(clean, args.out)
-    return dict(source=str(args.source), format=args.format, policy=args.policy, written=str(path), images_in=len(records),
-                images=len(clean), objects_in=records.num_objects, objects=clean.num_objects, classes=clean.vocab, report=report.as_dict())
+    return dict(source=str(args.source), format=args.format, policy=args.policy, written=str(path),
+                images_in=len(records), images=len(clean), objects_in=records.num_objects, objects=clean.num_objects,
+                classes=clean.vocab, report=report.as_dict())
 
 def cmd_stats(args) -> dict:
     "Dataset statistics, anchor k-means, and the statistics figure."
@@ -86,7 +89,8 @@ def cmd_stats(args) -> dict:
     out = dict(source=str(args.source), summary=dataset_summary(records))
     if args.anchors:
         anchors, miou = kmeans_anchors(anchor_wh(records), k=args.anchors)
-        out['anchors'] = dict(k=args.anchors, wh=[[round(float(v), 2) for v in a] for a in anchors], mean_iou=round(float(miou), 4))
+        out['anchors'] = dict(k=args.anchors, wh=[[round(float(v), 2) for v in a] for a in anchors],
+                              mean_iou=round(float(miou), 4))
     if args.out: out['figure'] = str(_save_figure(plot_dataset_stats(records), args.out))
     return out
 
@@ -129,39 +133,54 @@ def cmd_quickstart(args) -> dict:
                 seconds=round(time.perf_counter() - t0, 1))
 
 # %% ../nbs/50_cli.ipynb #7388a127
-DATA_DEFAULTS = dict(data='shapes', shapes_size='quick', seed=0, train=None, valid=None, valid_fraction=0.2, format='coco',
-                     split='trainval', valid_split='val', img_dir=None, valid_img_dir=None, classes=None, policy='fix')
+DATA_DEFAULTS = dict(data='shapes', shapes_size='quick', seed=0, train=None, valid=None, valid_fraction=0.2,
+                     format='coco', split='trainval', valid_split='val', img_dir=None, valid_img_dir=None, classes=None,
+                     policy='fix')
 
 def _absolute(path): return None if path is None else str(Path(path).resolve())
 
 def data_spec(args) -> dict:
-    "The dataset of `train` / `eval` arguments as plain values: the embedded shapes dataset, or sources (paths made absolute)."
+    "The `train`/`eval` data arguments as plain values: the embedded shapes dataset, or sources (paths made absolute)."
     if args.train is None and args.valid is None and args.data == 'shapes':
         return dict(kind='shapes', size=args.shapes_size, seed=args.seed, policy=args.policy)
     classes = _absolute(args.classes) if isinstance(args.classes, str) else args.classes
     train = args.train or (None if args.data == 'shapes' else args.data)
     return dict(kind='source', train=_absolute(train), valid=_absolute(args.valid), valid_fraction=args.valid_fraction,
-                seed=args.seed, format=args.format, split=args.split, valid_split=args.valid_split, img_dir=_absolute(args.img_dir),
-                valid_img_dir=_absolute(args.valid_img_dir), classes=classes, policy=args.policy)
+                seed=args.seed, format=args.format, split=args.split, valid_split=args.valid_split,
+                img_dir=_absolute(args.img_dir), valid_img_dir=_absolute(args.valid_img_dir), classes=classes,
+                policy=args.policy)
 
 def _add_data_args(p, recorded:bool=False):
     "The data arguments of `train` and `eval`; with `recorded`, they default to the data in the model's metrics.json."
     default = (lambda k: None) if recorded else DATA_DEFAULTS.get
-    g = p.add_argument_group('data', 'the embedded shapes dataset (default), one source split by --valid-fraction, or --train and --valid sources'
+    g = p.add_argument_group('data',
+                             'the embedded shapes dataset (default), one source split by --valid-fraction, '
+                             'or --train and --valid sources'
                              + ('; default: the data recorded in the metrics.json beside MODEL' if recorded else ''))
-    g.add_argument('--data', default=default('data'), metavar='shapes|SOURCE', help="'shapes' or one dataset source to split (default: shapes)")
-    g.add_argument('--shapes-size', default=default('shapes_size'), choices=SHAPES_SIZE_NAMES, help='embedded dataset size (default: quick)')
-    g.add_argument('--seed', type=int, default=default('seed'), help='embedded dataset seed, split seed and training seed (default: 0)')
-    g.add_argument('--train', default=default('train'), metavar='SOURCE', help='training dataset: COCO json, VOC root or YOLO image folder')
-    g.add_argument('--valid', default=default('valid'), metavar='SOURCE', help='validation dataset (default: --valid-fraction of the training source)')
-    g.add_argument('--valid-fraction', type=float, default=default('valid_fraction'), help='validation share of a single source (default: 0.2)')
-    g.add_argument('--format', choices=FORMATS, default=default('format'), help='dataset format of the sources (default: coco)')
+    g.add_argument('--data', default=default('data'), metavar='shapes|SOURCE',
+                   help="'shapes' or one dataset source to split (default: shapes)")
+    g.add_argument('--shapes-size', default=default('shapes_size'), choices=SHAPES_SIZE_NAMES,
+                   help='embedded dataset size (default: quick)')
+    g.add_argument('--seed', type=int, default=default('seed'),
+                   help='embedded dataset seed, split seed and training seed (default: 0)')
+    g.add_argument('--train', default=default('train'), metavar='SOURCE',
+                   help='training dataset: COCO json, VOC root or YOLO image folder')
+    g.add_argument('--valid', default=default('valid'), metavar='SOURCE',
+                   help='validation dataset (default: --valid-fraction of the training source)')
+    g.add_argument('--valid-fraction', type=float, default=default('valid_fraction'),
+                   help='validation share of a single source (default: 0.2)')
+    g.add_argument('--format', choices=FORMATS, default=default('format'),
+                   help='dataset format of the sources (default: coco)')
     g.add_argument('--split', default=default('split'), help='VOC split of the training source (default: trainval)')
-    g.add_argument('--valid-split', default=default('valid_split'), help='VOC split of the --valid source (default: val)')
-    g.add_argument('--img-dir', default=default('img_dir'), help='COCO image folder (default: beside the json); YOLO label folder')
+    g.add_argument('--valid-split', default=default('valid_split'),
+                   help='VOC split of the --valid source (default: val)')
+    g.add_argument('--img-dir', default=default('img_dir'),
+                   help='COCO image folder (default: beside the json); YOLO label folder')
     g.add_argument('--valid-img-dir', default=default('valid_img_dir'), help='the same for the --valid source')
-    g.add_argument('--classes', type=_classes_arg, default=default('classes'), help='class names: comma-separated, or a classes.txt / data.yaml path')
-    g.add_argument('--policy', choices=('raise', 'fix', 'skip'), default=default('policy'), help='check_dataset policy (default: fix)')
+    g.add_argument('--classes', type=_classes_arg, default=default('classes'),
+                   help='class names: comma-separated, or a classes.txt / data.yaml path')
+    g.add_argument('--policy', choices=('raise', 'fix', 'skip'), default=default('policy'),
+                   help='check_dataset policy (default: fix)')
 
 # %% ../nbs/50_cli.ipynb #8b748b91
 def _read_part(spec:dict, part:str, classes=None):
@@ -170,10 +189,12 @@ def _read_part(spec:dict, part:str, classes=None):
         from visionnb.data.shapes import shapes_records
         return shapes_records(spec['size'], part, seed=spec['seed'])
     if part == 'valid' and spec['valid'] is not None:
-        return read_source(spec['valid'], spec['format'], spec['valid_split'], spec['valid_img_dir'], spec['classes'] or classes)
+        return read_source(spec['valid'], spec['format'], spec['valid_split'], spec['valid_img_dir'],
+                           spec['classes'] or classes)
     if spec['train'] is None:
         from visionnb.core import DatasetError
-        raise DatasetError(spec['valid'], f'the {part} part is missing: --valid alone gives only validation images', fix='Add --train SOURCE (or use --data SOURCE to split one source)')
+        raise DatasetError(spec['valid'], f'the {part} part is missing: --valid alone gives only validation images',
+                           fix='Add --train SOURCE (or use --data SOURCE to split one source)')
     records = read_source(spec['train'], spec['format'], spec['split'], spec['img_dir'], spec['classes'] or classes)
     if part == 'train' and spec['valid'] is not None: return records
     train, valid = records.split(spec['valid_fraction'], seed=spec['seed'])
@@ -183,39 +204,57 @@ def _same_classes(records, vocab, file, whose:str):
     from visionnb.core import DatasetError
     if list(records.vocab) != list(vocab):
         raise DatasetError(file, f"its classes {list(records.vocab)} are not {whose} {list(vocab)}",
-                           fix='Give both the same classes (--classes), or evaluate on the data the model was trained on')
+                           fix='Give both the same classes (--classes), '
+                               'or evaluate on the data the model was trained on')
 
-def load_data(spec:dict, parts=('train', 'valid'), vocab=None, progress:bool=False, say=print) -> dict:
-    "`{part: (records, report)}` for `parts` of the data spec, each checked with `check_dataset` under the spec's policy; `vocab` fixes the classes."
+def load_data(spec:dict,                  # a `data_spec`
+              parts=('train', 'valid'),   # the parts to read
+              vocab=None,                 # the classes every part must have (None: those of the first part)
+              progress:bool=False,        # show the progress bar of `check_dataset`
+              say=print,                  # prints each part's check summary
+             ) -> dict:                   # `{part: (records, report)}`
+    "The parts of a data spec, each checked with `check_dataset` under the spec's policy."
     from visionnb.core import DatasetError
     from visionnb.data.check import check_dataset
     out = {}
     for part in parts:
         records = _read_part(spec, part, vocab)
         source = spec.get(part) or spec.get('train') or f"shapes-{spec.get('size')}"
-        if vocab is not None: _same_classes(records, vocab, source, "the model's" if 'train' not in parts else "the training data's")
-        if not len(records): raise DatasetError(source, f'the {part} part has no images', fix='Check the source, its split, or --valid-fraction')
+        if vocab is not None:
+            _same_classes(records, vocab, source, "the model's" if 'train' not in parts else "the training data's")
+        if not len(records):
+            raise DatasetError(source, f'the {part} part has no images',
+                               fix='Check the source, its split, or --valid-fraction')
         clean, report = check_dataset(records, policy=spec['policy'], progress=progress)
-        if not len(clean): raise DatasetError(source, f'no {part} image is left after the check ({report.summary_line()})', fix='Look at the findings with `visionnb check`')
+        if not len(clean):
+            raise DatasetError(source, f'no {part} image is left after the check ({report.summary_line()})',
+                               fix='Look at the findings with `visionnb check`')
         say(f"{part}: {report.summary_line()}")
         out[part], vocab = (clean, report), vocab if vocab is not None else clean.vocab
     return out
 
 # %% ../nbs/50_cli.ipynb #8c193a69
 def _chunks(n:int, bs:int, progress:bool=False):
-    "Start indices of batches of `bs` out of `n`, behind a progress bar when `progress` and there is more than one batch."
+    "Start indices of batches of `bs` out of `n`, with a progress bar if `progress` and there is more than one batch."
     from fastprogress.fastprogress import progress_bar
     starts = range(0, n, bs)
     return progress_bar(starts, leave=False) if progress and len(starts) > 1 else starts
 
-def evaluate_detector(model, records, bs:int=8, size:int|None=None, progress:bool=False) -> dict:
-    "COCO AP, AP50, AP75, APs, APm, APl of an exported `model` on `records`, predicted from their image files by `predict_detections`; for a model that predicts masks, the six mask numbers (`mask_AP`, ...) first."
+def evaluate_detector(model,                # an exported detector
+                      records,              # the `Records` to evaluate on, predicted from their image files
+                      bs:int=8,             # batch size
+                      size:int|None=None,   # longer image side (None: the size the model was trained at)
+                      progress:bool=False,  # show a progress bar over the batches
+                     ) -> dict:             # AP, AP50, AP75, APs, APm, APl; a mask model's six `mask_AP`, ... first
+    "The COCO box (and mask) AP of an exported `model` on `records`, predicted by `predict_detections`."
     from visionnb.learner.inference import predict_detections
     from visionnb.metrics import coco_evaluate
     files = [rec.file for rec in records]
-    predictions = [p for s in _chunks(len(files), bs, progress) for p in predict_detections(model, files[s:s + bs], size=size, bs=bs)]
+    predictions = [p for s in _chunks(len(files), bs, progress)
+                   for p in predict_detections(model, files[s:s + bs], size=size, bs=bs)]
     by_image = {rec.image_id: p for rec, p in zip(records, predictions)}
-    masks = {f'mask_{k}': v for k, v in coco_evaluate(by_image, records, 'segm').items()} if getattr(model, 'predicts_masks', False) else {}
+    masks = ({f'mask_{k}': v for k, v in coco_evaluate(by_image, records, 'segm').items()}
+             if getattr(model, 'predicts_masks', False) else {})
     return {**masks, **coco_evaluate(by_image, records)}
 
 def _coco_table(metrics:dict) -> str:
@@ -223,8 +262,10 @@ def _coco_table(metrics:dict) -> str:
 
 def _losses_table(losses:dict) -> str:
     terms = list(dict.fromkeys([*losses.get('train', {}), *losses.get('valid', {})]))
-    cell = lambda part, t: f"{losses.get(part, {}).get(t):9.4f}" if losses.get(part, {}).get(t) is not None else f"{'':9}"
-    return '\n'.join([f"{'loss':<16}{'train':>9}{'valid':>9}"] + [f"{t:<16}{cell('train', t)}{cell('valid', t)}" for t in terms])
+    cell = lambda part, t: (f"{losses.get(part, {}).get(t):9.4f}" if losses.get(part, {}).get(t) is not None
+                            else f"{'':9}")
+    return '\n'.join([f"{'loss':<16}{'train':>9}{'valid':>9}"]
+                     + [f"{t:<16}{cell('train', t)}{cell('valid', t)}" for t in terms])
 
 # %% ../nbs/50_cli.ipynb #25a72c84
 def _write_json(obj, path) -> Path:
@@ -238,21 +279,23 @@ def _say(args): return (lambda *a: None) if args.json else (lambda *a: print(*a,
 def _plain_number(v): return None if v is None else round(float(v), 6)
 
 def _last_losses(recorder) -> tuple[dict, list]:
-    "The loss and each loss term of the last epoch, `{'train': .., 'valid': ..}`, and every epoch's row of the progress table."
+    "The last epoch's loss and loss terms, `{'train': .., 'valid': ..}`, and every epoch's row of the progress table."
     names = list(recorder.metric_names[1:-1])
-    history = [dict(epoch=i, **{n: _plain_number(v) for n, v in zip(names, row)}) for i, row in enumerate(recorder.values)]
+    history = [dict(epoch=i, **{n: _plain_number(v) for n, v in zip(names, row)})
+               for i, row in enumerate(recorder.values)]
     last = history[-1]
-    losses = {part: {('loss' if n == f'{part}_loss' else n[len(part) + 1:]): v for n, v in last.items() if n.startswith(f'{part}_')}
+    losses = {part: {('loss' if n == f'{part}_loss' else n[len(part) + 1:]): v
+                     for n, v in last.items() if n.startswith(f'{part}_')}
               for part in ('train', 'valid')}
     return losses, history
 
 def _model_kwargs(args) -> dict:
-    "The detector's own small-image `recipe` at `--channels` and `--convs` (and `--fcos-ranges`), with the backbone's widths."
+    "The detector's small-image `recipe` at `--channels`, `--convs` (and `--fcos-ranges`), with the backbone's widths."
     recipe = detector_class(args.arch).recipe(args.channels, args.convs, ranges=args.fcos_ranges)
     return dict(recipe, backbone_kwargs=_backbone_kwargs(args))
 
 def _backbone_kwargs(args) -> dict:
-    "`--widths`; by default half of ResNet-18's widths when it trains from scratch (a quarter of the compute), else the backbone's own."
+    "`--widths`, or half of ResNet-18's widths from scratch (a quarter of the compute), else the backbone's own."
     if args.widths: return dict(channels=tuple(args.widths))
     return dict(channels=HALF_RESNET18) if args.backbone == 'resnet18' and not args.pretrained else {}
 
@@ -264,14 +307,15 @@ def _image_size(args, spec:dict) -> int:
     return SHAPES_SIZES[spec['size']]['image_size']
 
 def cmd_train(args) -> dict:
-    "Train a detector on the embedded shapes dataset or your own, and save it (model.pth), its metrics (metrics.json) and a predictions figure."
+    "Train a detector on the embedded shapes dataset or your own; save model.pth, metrics.json and predictions.png."
     import matplotlib; matplotlib.use('Agg')
     from fastai.torch_core import set_seed
     from visionnb.data.loaders import det_dls, object_counts
     from visionnb.learner.det import det_learner, NaNGuardCallback
     from visionnb.learner.serialization import export_detector, load_detector
-    from visionnb.learner.cls import resolve_precision
-    from visionnb.callbacks.distributed import DistributedCallback, setup_distributed, teardown_distributed, global_batch_size
+    from visionnb.learner.precision import resolve_precision
+    from visionnb.callbacks.distributed import (DistributedCallback, setup_distributed, teardown_distributed,
+                                                global_batch_size)
     from visionnb.callbacks.training import training_callbacks, remove_stale_temporaries
     setup_distributed()
     rank = _rank()
@@ -286,13 +330,18 @@ def cmd_train(args) -> dict:
     model_kwargs, precision = _model_kwargs(args), resolve_precision(args.precision)
     settings = _train_settings(args, model_kwargs, size, precision, list(dls.vocab))
     checkpoints, removed = out_dir/'checkpoints', remove_stale_temporaries(out_dir) if rank == 0 else []
-    cbs = training_callbacks(checkpoints, ema=args.ema, clip=args.clip, monitor='mask_AP' if masks else 'AP', resume=args.resume,
-                             settings=dict(settings, data=spec)) + [DistributedCallback(), NaNGuardCallback(lr_hint='--lr', clip_hint='--clip NORM')]
-    learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=precision, model_kwargs=model_kwargs, cbs=cbs)
+    cbs = (training_callbacks(checkpoints, ema=args.ema, clip=args.clip, monitor='mask_AP' if masks else 'AP',
+                              resume=args.resume, settings=dict(settings, data=spec))
+           + [DistributedCallback(), NaNGuardCallback(lr_hint='--lr', clip_hint='--clip NORM')])
+    learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=precision,
+                        model_kwargs=model_kwargs, cbs=cbs)
     if args.pretrained: learn.unfreeze()
-    say(f"training {args.arch} ({args.backbone}, {args.channels} channels) at {size} px: {len(train)} train / {len(valid)} valid images, "
+    say(f"training {args.arch} ({args.backbone}, {args.channels} channels) at {size} px: "
+        f"{len(train)} train / {len(valid)} valid images, "
         f"{args.epochs} epochs, lr {args.lr}, batch {global_batch_size(args.bs)}, {precision}")
-    if args.resume: say(f"resuming from {checkpoints/'last.pth'}" if (checkpoints/'last.pth').exists() else f"no checkpoint in {checkpoints}: starting afresh")
+    if args.resume:
+        say(f"resuming from {checkpoints/'last.pth'}" if (checkpoints/'last.pth').exists()
+            else f"no checkpoint in {checkpoints}: starting afresh")
     with contextlib.ExitStack() as quiet:
         if args.json or rank: quiet.enter_context(learn.no_bar()); quiet.enter_context(learn.no_logging())
         if args.schedule == 'warmup-cosine': learn.fit_warmup_cosine(args.epochs, args.lr, warmup=args.warmup)
@@ -300,34 +349,40 @@ def cmd_train(args) -> dict:
     removed += learn.training_checkpoint.removed
     served = object_counts(learn.dls)   # every process calls it: the counts are summed over processes
     dropped = served['train']
-    say(f"the training transforms dropped {dropped['dropped']} of {dropped['objects'] + dropped['dropped']} objects in {dropped['passes']} epochs "
+    say(f"the training transforms dropped {dropped['dropped']} of {dropped['objects'] + dropped['dropped']} objects "
+        f"in {dropped['passes']} epochs "
         "(boxes under 1 px after resizing, scale jitter, crop or mosaic)")
-    if removed: say(f"removed {len(removed)} temporary files of interrupted writes ({sum(n for _, n in removed) / 2**20:.1f} MB)")
+    if removed: say(f"removed {len(removed)} temporary files of interrupted writes "
+                    f"({sum(n for _, n in removed) / 2**20:.1f} MB)")
     if rank:   # rank 0 writes the results
         teardown_distributed()
         return dict(rank=rank)
     model_file = export_detector(learn, out_dir/'model.pth')
-    figure = _save_figure(learn.show_results(max_n=min(4, len(valid)), score_thresh=args.score_thresh), out_dir/'predictions.png')
+    figure = _save_figure(learn.show_results(max_n=min(4, len(valid)), score_thresh=args.score_thresh),
+                          out_dir/'predictions.png')
     model = load_detector(model_file).to(next(learn.model.parameters()).device)
     metrics = evaluate_detector(model, valid, bs=args.bs, progress=not args.json)
     losses, history = _last_losses(learn.recorder)
     say(f"COCO AP of {model_file} on {len(valid)} validation images:\n{_coco_table(metrics)}\n{_losses_table(losses)}")
-    result = dict(model=str(model_file), figure=str(figure), metrics_file=str(out_dir/'metrics.json'), epochs=args.epochs,
-                  seconds=round(time.perf_counter() - t0, 1), metrics=metrics, losses=losses, history=history, settings=settings,
-                  data=dict(spec, images=dict(train=len(train), valid=len(valid)), objects=dict(train=train.num_objects, valid=valid.num_objects),
-                            objects_served=served),
+    result = dict(model=str(model_file), figure=str(figure), metrics_file=str(out_dir/'metrics.json'),
+                  epochs=args.epochs, seconds=round(time.perf_counter() - t0, 1), metrics=metrics, losses=losses,
+                  history=history, settings=settings,
+                  data=dict(spec, images=dict(train=len(train), valid=len(valid)),
+                            objects=dict(train=train.num_objects, valid=valid.num_objects), objects_served=served),
                   check=dict(train=train_report.as_dict(), valid=valid_report.as_dict()))
-    result['checkpoints'] = dict(last=str(checkpoints/'last.pth'), best=str(checkpoints/'best.pth'), resumed_from_epoch=learn.training_checkpoint.resumed_from,
+    result['checkpoints'] = dict(last=str(checkpoints/'last.pth'), best=str(checkpoints/'best.pth'),
+                                 resumed_from_epoch=learn.training_checkpoint.resumed_from,
                                  removed_temporaries=[str(path) for path, _ in removed])
     _write_json(result, out_dir/'metrics.json')
     teardown_distributed()
     return result
 
 def _train_settings(args, model_kwargs:dict, size:int, precision:str, vocab:list) -> dict:
-    "What defines a training run besides its data: recorded in metrics.json and, with the data, in its checkpoints for `--resume` to match."
+    "What defines a run besides its data: in metrics.json and, with the data, in checkpoints for `--resume` to match."
     from fastai.torch_core import num_distrib
-    return dict(arch=args.arch, backbone=args.backbone, model_kwargs=model_kwargs, pretrained=_absolute(args.pretrained), size=size,
-                bs=args.bs, processes=max(num_distrib(), 1), epochs=args.epochs, lr=args.lr, schedule=args.schedule,
+    return dict(arch=args.arch, backbone=args.backbone, model_kwargs=model_kwargs,
+                pretrained=_absolute(args.pretrained), size=size, bs=args.bs, processes=max(num_distrib(), 1),
+                epochs=args.epochs, lr=args.lr, schedule=args.schedule,
                 warmup=args.warmup if args.schedule == 'warmup-cosine' else None, ema=args.ema, clip=args.clip,
                 scale=list(args.scale), precision=precision, seed=args.seed, vocab=vocab)
 
@@ -351,7 +406,9 @@ def _load_model(path):
     from visionnb.models.backbone import PretrainedWeightsError
     from visionnb.learner.serialization import load_detector
     if not Path(path).is_file():
-        raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the model.pth that `visionnb train` wrote (by default runs/train/model.pth)')
+        raise PretrainedWeightsError(path, 'detector file not found',
+                                     fix='Pass the model.pth that `visionnb train` wrote '
+                                         '(by default runs/train/model.pth)')
     return load_detector(path).to(default_device())
 
 def _recorded(model_file) -> dict:
@@ -385,7 +442,9 @@ def _image_inputs(inputs) -> list[Path]:
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(get_image_files(item))
-            if not found: raise DatasetError(item, 'the folder has no image files', fix='Pass image files or folders holding images')
+            if not found:
+                raise DatasetError(item, 'the folder has no image files',
+                                   fix='Pass image files or folders holding images')
             files += found
         elif not item.exists(): raise DatasetError(item, 'image file not found', fix='Check the path')
         else: files.append(item)
@@ -400,8 +459,12 @@ def _png_names(files) -> list[str]:
         used.add(name); names.append(name)
     return names
 
-def draw_detections(file, prediction:dict, vocab, title:str|None=None):
-    "A figure of the image `file` with the boxes (and masks) of `prediction` (original pixels), labelled with class name and score."
+def draw_detections(file,                 # the image file
+                    prediction:dict,      # a `predict_detections` result: boxes (and masks) in original pixels
+                    vocab,                # the class names
+                    title:str|None=None,  # the figure's title
+                   ):
+    "A figure of the image `file` with the boxes (and masks) of `prediction`, labelled with class name and score."
     from matplotlib.figure import Figure
     from visionnb.data.transforms import show_sample
     from visionnb.learner.inference import drawing_order, display_copy
@@ -418,11 +481,13 @@ def _detections(file, png, prediction:dict) -> dict:
     from visionnb.data.core import encode_masks
     h, w = prediction['orig_size']
     masks = {'segmentations': encode_masks(prediction['masks'].numpy())} if 'masks' in prediction else {}
-    return dict(file=str(file), png=str(png), height=int(h), width=int(w), boxes=[[round(v, 2) for v in b] for b in prediction['boxes'].tolist()],
-                scores=[round(s, 4) for s in prediction['scores'].tolist()], labels=prediction['labels'].tolist(), names=prediction['names'], **masks)
+    return dict(file=str(file), png=str(png), height=int(h), width=int(w),
+                boxes=[[round(v, 2) for v in b] for b in prediction['boxes'].tolist()],
+                scores=[round(s, 4) for s in prediction['scores'].tolist()], labels=prediction['labels'].tolist(),
+                names=prediction['names'], **masks)
 
 def _predictions(model, files:list, args, skipped:list):
-    "`(index, prediction)` of each readable file, in batches of `--bs`; the unreadable ones go to `skipped`, the others on."
+    "`(index, prediction)` of each readable file, in batches of `--bs`; unreadable ones go to `skipped`, the others on."
     from visionnb.core import DatasetError
     from visionnb.learner.inference import predict_detections
     predict = lambda batch: predict_detections(model, batch, size=args.size, bs=args.bs, score_thresh=args.score_thresh)
@@ -436,7 +501,7 @@ def _predictions(model, files:list, args, skipped:list):
             yield i, prediction
 
 def cmd_predict(args) -> dict:
-    "Detect objects in images (files or folders) with an exported detector; write one annotated PNG per image and predictions.json."
+    "Detect objects in image files or folders with an exported detector: an annotated PNG per image, predictions.json."
     import matplotlib; matplotlib.use('Agg')
     from visionnb.core import DatasetError
     say, t0, out_dir = _say(args), time.perf_counter(), Path(args.out)
@@ -444,21 +509,26 @@ def cmd_predict(args) -> dict:
     names, detections, skipped = _png_names(files), [], []
     for i, p in _predictions(model, files, args, skipped):
         file = files[i]
-        png = _save_figure(draw_detections(file, p, model.vocab, title=f'{file.name}: {len(p["scores"])} detections'), out_dir/names[i])
+        png = _save_figure(draw_detections(file, p, model.vocab, title=f'{file.name}: {len(p["scores"])} detections'),
+                           out_dir/names[i])
         detections.append(_detections(file, png, p))
-        say(f"{file}: " + (', '.join(f'{n} {s:.2f}' for n, s in zip(p['names'], p['scores'].tolist())) or 'no detections'))
+        say(f"{file}: " + (', '.join(f'{n} {s:.2f}' for n, s in zip(p['names'], p['scores'].tolist()))
+                           or 'no detections'))
     for s in skipped: print(f"visionnb predict: skipped {s['error']}", file=sys.stderr)
-    if not detections: raise DatasetError(args.inputs[0] if len(args.inputs) == 1 else 'inputs', f'none of the {len(files)} images could be read',
-                                          fix='Pass readable JPEG or PNG files')
-    predictions = _write_json(dict(model=str(args.model), vocab=list(model.vocab), score_thresh=args.score_thresh, images=detections,
-                                   skipped=skipped), out_dir/'predictions.json')
-    if skipped: say(f"{len(skipped)} of {len(files)} images could not be read and were skipped (listed in {predictions})")
-    return dict(model=str(args.model), out=str(out_dir), predictions_file=str(predictions), images=len(files), predicted=len(detections),
-                skipped=skipped, objects=sum(len(d['scores']) for d in detections), detections=detections, seconds=round(time.perf_counter() - t0, 1))
+    if not detections:
+        raise DatasetError(args.inputs[0] if len(args.inputs) == 1 else 'inputs',
+                           f'none of the {len(files)} images could be read', fix='Pass readable JPEG or PNG files')
+    predictions = _write_json(dict(model=str(args.model), vocab=list(model.vocab), score_thresh=args.score_thresh,
+                                   images=detections, skipped=skipped), out_dir/'predictions.json')
+    if skipped:
+        say(f"{len(skipped)} of {len(files)} images could not be read and were skipped (listed in {predictions})")
+    return dict(model=str(args.model), out=str(out_dir), predictions_file=str(predictions), images=len(files),
+                predicted=len(detections), skipped=skipped, objects=sum(len(d['scores']) for d in detections),
+                detections=detections, seconds=round(time.perf_counter() - t0, 1))
 
 # %% ../nbs/50_cli.ipynb #f630ab28
 def cmd_export(args) -> dict:
-    "Export a detector written by `train` to ONNX (decoding and NMS in the graph unless --raw); with --check, compare ONNX Runtime with PyTorch on images."
+    "Export a detector to ONNX, decoding and NMS in the graph unless --raw; --check compares ONNX Runtime with PyTorch."
     from visionnb.deploy.onnx import export_onnx, OnnxModel, detection_agreement
     from visionnb.learner.inference import predict_detections
     from visionnb.core import atomic_write
@@ -467,15 +537,17 @@ def cmd_export(args) -> dict:
     out = Path(args.out) if args.out else Path(args.model).with_suffix('.onnx')
     size = None if args.size is None else tuple(args.size) if len(args.size) == 2 else args.size[0]
     check = None
-    with atomic_write(out) as path:   # checked before it takes its name: a failed check leaves no file that looks exported
+    # the file is checked before it takes its name: a failed check leaves no file that looks exported
+    with atomic_write(out) as path:
         export_onnx(model, path, image_size=size, batch_size=args.batch, dynamic=args.dynamic, postprocess=not args.raw,
                     opset=args.opset, simplify=not args.no_simplify)
         runner = OnnxModel(path)
         if args.check:
             files = _image_inputs(args.check)
-            check = detection_agreement(predict_detections(model, files, bs=args.batch), runner.predict(files, bs=args.batch))
-    result = dict(model=str(args.model), onnx=str(out), megabytes=round(out.stat().st_size / 2**20, 2), input_shape=runner.input_shape,
-                  outputs=runner.output_names, vocab=runner.vocab)
+            check = detection_agreement(predict_detections(model, files, bs=args.batch),
+                                        runner.predict(files, bs=args.batch))
+    result = dict(model=str(args.model), onnx=str(out), megabytes=round(out.stat().st_size / 2**20, 2),
+                  input_shape=runner.input_shape, outputs=runner.output_names, vocab=runner.vocab)
     say(f"{out}: {result['megabytes']} MB, input {runner.input_shape}, outputs {', '.join(runner.output_names)}")
     if check is not None:
         result['check'] = check
@@ -484,7 +556,8 @@ def cmd_export(args) -> dict:
     return result
 
 # %% ../nbs/50_cli.ipynb #ab6963e2
-SHAPES_SIZE_NAMES = ('tiny', 'quick', 'small', 'default')   # a copy of visionnb.data.shapes.SHAPES_SIZES' keys: `--help` stays free of torch
+# a copy of visionnb.data.shapes.SHAPES_SIZES' keys: `--help` stays free of torch
+SHAPES_SIZE_NAMES = ('tiny', 'quick', 'small', 'default')
 HALF_RESNET18 = (32, 64, 128, 256)
 EPOCHS = 20   # the main job: about 7 minutes on a 2-core CPU with bfloat16 units
 
@@ -505,8 +578,10 @@ def make_parser() -> argparse.ArgumentParser:
         sp.add_argument('--json', action='store_true', help='print one JSON object with the results')
         sp.set_defaults(fn=fn)
         return sp
-    q = add('quickstart', cmd_quickstart, 'generate and check the embedded dataset, and draw a batch and its statistics')
-    q.add_argument('--size', default='default', choices=SHAPES_SIZE_NAMES, help="embedded dataset size (default: default)")
+    q = add('quickstart', cmd_quickstart,
+            'generate and check the embedded dataset, and draw a batch and its statistics')
+    q.add_argument('--size', default='default', choices=SHAPES_SIZE_NAMES,
+                   help="embedded dataset size (default: default)")
     q.add_argument('--seed', type=int, default=0)
     q.add_argument('--root', default=None, help='dataset cache folder (default: $VISIONNB_HOME or ~/.cache/visionnb)')
     q.add_argument('--out', default='runs/quickstart', help='folder for the figures (default: runs/quickstart)')
@@ -519,13 +594,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument('--root', default=None, help='cache folder (default: $VISIONNB_HOME or ~/.cache/visionnb)')
     s.add_argument('--classification', action='store_true', help='also make the crop-per-object classification variant')
     for name in ('check', 'check-data'):
-        c = add(name, cmd_check, 'check a dataset (COCO, VOC or YOLO) and report every problem' + (' (same as check)' if name != 'check' else ''))
+        c = add(name, cmd_check, 'check a dataset (COCO, VOC or YOLO) and report every problem'
+                                 + (' (same as check)' if name != 'check' else ''))
         _add_source_args(c)
-        c.add_argument('--policy', choices=('raise', 'fix', 'skip'), default='raise', help='what to do with problems (default: raise)')
+        c.add_argument('--policy', choices=('raise', 'fix', 'skip'), default='raise',
+                       help='what to do with problems (default: raise)')
         c.add_argument('--out', default=None, help='write the cleaned dataset to this COCO json')
     v = add('convert', cmd_convert, 'convert a dataset to COCO json')
     _add_source_args(v)
-    v.add_argument('--policy', choices=('raise', 'fix', 'skip'), default='raise', help='check_dataset policy before writing (default: raise)')
+    v.add_argument('--policy', choices=('raise', 'fix', 'skip'), default='raise',
+                   help='check_dataset policy before writing (default: raise)')
     v.add_argument('--out', required=True, help='COCO json file to write')
     t = add('stats', cmd_stats, 'dataset statistics, anchor k-means and the statistics figure')
     _add_source_args(t)
@@ -536,32 +614,52 @@ def make_parser() -> argparse.ArgumentParser:
     m = tr.add_argument_group('model and training')
     m.add_argument('--arch', choices=list(DETECTORS), default='gfl', help='detector (default: gfl)')
     m.add_argument('--backbone', default='resnet18', help='backbone name (default: resnet18)')
-    m.add_argument('--widths', type=int, nargs=4, default=None, metavar='W', help="stage widths of our ResNets (default: 32 64 128 256 for resnet18 from scratch, half of ResNet-18's; else the backbone's own)")
+    m.add_argument('--widths', type=int, nargs=4, default=None, metavar='W',
+                   help="stage widths of our ResNets (default: 32 64 128 256 for resnet18 from scratch, "
+                        "half of ResNet-18's; else the backbone's own)")
     m.add_argument('--channels', type=int, default=64, help='width of the pyramid and the head (default: 64)')
     m.add_argument('--convs', type=int, default=2, help='conv layers in each head tower (default: 2; the papers use 4)')
-    m.add_argument('--pretrained', default=None, metavar='PATH', help='local file of backbone weights (default: train from scratch)')
-    m.add_argument('--size', type=int, default=None, help="longer image side in pixels (default: the embedded dataset's, 160 for quick; 256 for other data)")
+    m.add_argument('--pretrained', default=None, metavar='PATH',
+                   help='local file of backbone weights (default: train from scratch)')
+    m.add_argument('--size', type=int, default=None,
+                   help="longer image side in pixels "
+                        "(default: the embedded dataset's, 160 for quick; 256 for other data)")
     m.add_argument('--bs', type=int, default=16, help='batch size (default: 16)')
     m.add_argument('--epochs', type=int, default=EPOCHS, help=f'epochs of fit_one_cycle (default: {EPOCHS})')
     m.add_argument('--lr', type=float, default=1e-2, help='maximum learning rate (default: 0.01)')
     m.add_argument('--scale', type=float, nargs=2, default=(0.8, 1.25), metavar=('LOW', 'HIGH'),
-                   help='scale jitter of the training images (default: 0.8 1.25; longer runs gain from wider, e.g. 0.5 1.5)')
+                   help='scale jitter of the training images '
+                        '(default: 0.8 1.25; longer runs gain from wider, e.g. 0.5 1.5)')
     m.add_argument('--workers', type=int, default=0, help='DataLoader worker processes (default: 0)')
-    m.add_argument('--schedule', choices=('one-cycle', 'warmup-cosine'), default='one-cycle', help='learning-rate schedule (default: one-cycle)')
-    m.add_argument('--warmup', type=float, default=0.05, help='warmup-cosine: fraction of training spent warming up (default: 0.05)')
-    m.add_argument('--ema', type=float, default=None, metavar='DECAY', help='keep an EMA of the weights with this decay (e.g. 0.9998), validate and save it (default: none)')
-    m.add_argument('--clip', type=float, default=None, metavar='NORM', help='clip the gradient norm (default: no clipping)')
-    m.add_argument('--resume', action='store_true', help='continue the interrupted run in --out from its checkpoints/last.pth (same arguments)')
-    m.add_argument('--nproc', type=int, default=1, help='processes of distributed data-parallel training on this machine, started by torchrun; --bs is per process (default: 1)')
-    m.add_argument('--precision', choices=PRECISIONS, default='fast', help='fast (fp16 on CUDA, bf16 on CPUs with bfloat16 units, else fp32), auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16 (default: fast)')
+    m.add_argument('--schedule', choices=('one-cycle', 'warmup-cosine'), default='one-cycle',
+                   help='learning-rate schedule (default: one-cycle)')
+    m.add_argument('--warmup', type=float, default=0.05,
+                   help='warmup-cosine: fraction of training spent warming up (default: 0.05)')
+    m.add_argument('--ema', type=float, default=None, metavar='DECAY',
+                   help='keep an EMA of the weights with this decay (e.g. 0.9998), '
+                        'validate and save it (default: none)')
+    m.add_argument('--clip', type=float, default=None, metavar='NORM',
+                   help='clip the gradient norm (default: no clipping)')
+    m.add_argument('--resume', action='store_true',
+                   help='continue the interrupted run in --out from its checkpoints/last.pth (same arguments)')
+    m.add_argument('--nproc', type=int, default=1,
+                   help='processes of distributed data-parallel training on this machine, started by torchrun; '
+                        '--bs is per process (default: 1)')
+    m.add_argument('--precision', choices=PRECISIONS, default='fast',
+                   help='fast (fp16 on CUDA, bf16 on CPUs with bfloat16 units, else fp32), '
+                        'auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16 (default: fast)')
     m.add_argument('--fcos-ranges', type=float, nargs=2, default=(2., 4.), metavar=('LOW', 'HIGH'),
-                   help="FCOS: the largest l-t-r-b distance each level learns, in strides (default: 2 4; the paper's 4 8 suits 800-px images)")
-    m.add_argument('--score-thresh', type=float, default=0.3, help='lowest score drawn in predictions.png (default: 0.3)')
-    m.add_argument('--out', default='runs/train', help='folder for model.pth, metrics.json and predictions.png (default: runs/train)')
+                   help="FCOS: the largest l-t-r-b distance each level learns, in strides "
+                        "(default: 2 4; the paper's 4 8 suits 800-px images)")
+    m.add_argument('--score-thresh', type=float, default=0.3,
+                   help='lowest score drawn in predictions.png (default: 0.3)')
+    m.add_argument('--out', default='runs/train',
+                   help='folder for model.pth, metrics.json and predictions.png (default: runs/train)')
     e = add('eval', cmd_eval, 'evaluate an exported detector: the COCO box AP table')
     e.add_argument('model', help='model.pth written by `visionnb train` or export_detector')
     _add_data_args(e, recorded=True)
-    e.add_argument('--bs', type=int, default=None, help='batch size (default: the training batch size recorded beside MODEL, else 8)')
+    e.add_argument('--bs', type=int, default=None,
+                   help='batch size (default: the training batch size recorded beside MODEL, else 8)')
     e.add_argument('--size', type=int, default=None, help='longer image side (default: the size MODEL was trained at)')
     r = add('predict', cmd_predict, 'detect objects in images and draw them')
     r.add_argument('model', help='model.pth written by `visionnb train` or export_detector')
@@ -569,21 +667,25 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument('--score-thresh', type=float, default=0.3, help='lowest score kept (default: 0.3)')
     r.add_argument('--bs', type=int, default=8, help='batch size (default: 8)')
     r.add_argument('--size', type=int, default=None, help='longer image side (default: the size MODEL was trained at)')
-    r.add_argument('--out', default='runs/predict', help='folder for the PNGs and predictions.json (default: runs/predict)')
+    r.add_argument('--out', default='runs/predict',
+                   help='folder for the PNGs and predictions.json (default: runs/predict)')
     x = add('export', cmd_export, 'export a detector to ONNX and check it with ONNX Runtime')
     x.add_argument('model', help='model.pth written by `visionnb train` or export_detector')
     x.add_argument('--out', default=None, help='ONNX file to write (default: MODEL with the suffix .onnx)')
-    x.add_argument('--size', type=int, nargs='+', default=None, metavar='PX', help='input size: one side or HEIGHT WIDTH (default: the size MODEL was trained at, padded)')
+    x.add_argument('--size', type=int, nargs='+', default=None, metavar='PX',
+                   help='input size: one side or HEIGHT WIDTH (default: the size MODEL was trained at, padded)')
     x.add_argument('--batch', type=int, default=1, help='batch size of a static graph, and of --check (default: 1)')
     x.add_argument('--dynamic', action='store_true', help='dynamic batch, height and width')
     x.add_argument('--raw', action='store_true', help='the head outputs, without decoding and NMS in the graph')
     x.add_argument('--opset', type=int, default=17, help='ONNX opset (default: 17)')
     x.add_argument('--no-simplify', action='store_true', help='skip onnxslim')
-    x.add_argument('--check', nargs='+', default=None, metavar='IMAGE', help='image files or folders to compare ONNX Runtime with PyTorch on')
+    x.add_argument('--check', nargs='+', default=None, metavar='IMAGE',
+                   help='image files or folders to compare ONNX Runtime with PyTorch on')
     return p
 
 # %% ../nbs/50_cli.ipynb #b04d4e8e
-SHOWN_BY_COMMAND = ('report', 'check', 'summary', 'metrics', 'losses', 'history', 'settings', 'detections')   # printed as tables, or too long
+# printed as tables, or too long
+SHOWN_BY_COMMAND = ('report', 'check', 'summary', 'metrics', 'losses', 'history', 'settings', 'detections')
 
 def _print_human(result:dict, indent=''):
     for k, v in result.items():
@@ -591,11 +693,12 @@ def _print_human(result:dict, indent=''):
         else: print(f"{indent}{k}: {v}")
 
 def _launch(nproc:int, argv:list) -> int:
-    "Run this command in `nproc` processes under torchrun (`torchrun --standalone --no-python visionnb ...`); each process sees `LOCAL_RANK`."
+    "Run this command in `nproc` processes (`torchrun --standalone --no-python visionnb ...`); each sees `LOCAL_RANK`."
     import shutil
     from torch.distributed.run import main as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    try: torchrun(['--standalone', f'--nproc-per-node={nproc}', '--no-python', shutil.which('visionnb') or sys.argv[0], *_without_nproc(argv)])
+    try: torchrun(['--standalone', f'--nproc-per-node={nproc}', '--no-python', shutil.which('visionnb') or sys.argv[0],
+                   *_without_nproc(argv)])
     except ChildFailedError: return 1   # the failing process has printed its error (a JSON object with --json)
     return 0
 
@@ -610,15 +713,18 @@ def _without_nproc(argv:list) -> list:
 
 def _failed(args, e:Exception, what:str='') -> int:
     "Print the error of a failed command, as one line or (`--json`) one JSON object; the exit code 1."
-    if args.json: print(json.dumps(dict(error=type(e).__name__, message=str(e), **({'internal': True} if what else {}))))
-    else: print(f"visionnb {args.command}: {what + ': ' if what else ''}{type(e).__name__}: {e}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(dict(error=type(e).__name__, message=str(e), **({'internal': True} if what else {}))))
+    else:
+        print(f"visionnb {args.command}: {what + ': ' if what else ''}{type(e).__name__}: {e}", file=sys.stderr)
     return 1
 
 def main(argv=None) -> int:
     "Entry point of the `visionnb` console script."
     JsonErrorParser.json_errors = '--json' in (sys.argv[1:] if argv is None else list(map(str, argv)))
     args = make_parser().parse_args(argv)
-    if getattr(args, 'nproc', 1) > 1 and 'LOCAL_RANK' not in os.environ: return _launch(args.nproc, sys.argv[1:] if argv is None else list(argv))
+    if getattr(args, 'nproc', 1) > 1 and 'LOCAL_RANK' not in os.environ:
+        return _launch(args.nproc, sys.argv[1:] if argv is None else list(argv))
     from visionnb.core import VisionnbError   # after parsing: `--help` does not wait for torch
     try: result = args.fn(args)
     except (VisionnbError, FileNotFoundError) as e: return _failed(args, e)

@@ -44,27 +44,32 @@ def _check_supported(model:nn.Module):
                         f'which {type(model).__name__} does not give (it has no location_predictions)')
 
 # %% ../../nbs/46_callbacks_cam.ipynb #3f02da77
-def cam_layers(learn_or_model) -> dict[str, str]:
-    "The modules a CAM can look at by name, the default (the deepest backbone stage) first: the stages and, for a detector, the pyramid levels."
+def cam_layers(learn_or_model, # a `Learner` or its model
+              ) -> dict[str, str]: # name -> what it is, the default (the deepest backbone stage) first
+    "The modules a CAM can look at by name: the backbone's stages and, for a detector, its pyramid levels."
     model = unwrap_model(learn_or_model)
     _check_supported(model)
     if isinstance(model, Detector): return model.cam_layers()
     layers = {n: f'stage, stride {s}' for n, s in feature_stages(model)}
     if layers: return layers
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs: raise ValueError(f'{type(model).__name__} has no feature_info and no Conv2d: pass `layer=` naming a module')
+    if not convs:
+        raise ValueError(f'{type(model).__name__} has no feature_info and no Conv2d: pass `layer=` naming a module')
     return {n: 'convolution' for n in convs[::-1]}
 
-def target_layers(learn_or_model, layer=None) -> list[nn.Module]:
-    "The modules named by `layer` (a name, a list of names, or None for the first of `cam_layers`)."
+def target_layers(learn_or_model, # a `Learner` or its model
+                  layer=None,     # a module's name, a list of names, or None for the first of `cam_layers`
+                 ) -> list[nn.Module]:
+    "The modules named by `layer`."
     model = unwrap_model(learn_or_model)
     names = [next(iter(cam_layers(model)))] if layer is None else [layer] if isinstance(layer, str) else list(layer)
     try: return [model.get_submodule(n) for n in names]
-    except AttributeError as e: raise ValueError(f'{type(model).__name__} has no module {e}: choose one of {list(cam_layers(model))}') from None
+    except AttributeError as e:
+        raise ValueError(f'{type(model).__name__} has no module {e}: choose one of {list(cam_layers(model))}') from None
 
 # %% ../../nbs/46_callbacks_cam.ipynb #956a068a
 class DetectionScores(nn.Module):
-    "A dense detector seen as grad-cam expects a model: `[B, N, 4 + C]`, every candidate's decoded box (input pixels, `xyxy`) then its class scores."
+    "A dense detector as grad-cam expects a model: `[B, N, 4 + C]`, each candidate's `xyxy` box then its class scores."
     def __init__(self, model:Detector):
         super().__init__()
         _check_supported(model)
@@ -74,18 +79,24 @@ class DetectionScores(nn.Module):
         return torch.cat(self.model.location_predictions(self.model(images)), -1)
 
 class DetectionTarget:
-    "grad-cam target on `DetectionScores` rows: class `label`'s scores of the candidates whose box overlaps `box` (IoU ≥ `iou_thresh`), weighted by that IoU and summed; without `box` the `topk` best scores of `label`; without `label` each candidate's best class."
-    def __init__(self, label:int|None=None, box=None, iou_thresh:float=0.5, topk:int=10):
+    "grad-cam target on `DetectionScores` rows: IoU-weighted sum of `label`'s scores of candidates overlapping `box`."
+    def __init__(self,
+                 label:int|None=None,  # the class whose scores count (None: each candidate's best class)
+                 box=None,             # `xyxy`; None: the `topk` best scores of `label`
+                 iou_thresh:float=0.5, # the candidates whose IoU with `box` is at least this count
+                 topk:int=10,          # without `box`, how many of the best scores are summed
+                ):
         if label is None and box is None: raise ValueError('a detection target needs a class `label`, a `box`, or both')
         self.label, self.iou_thresh, self.topk = label, iou_thresh, topk
         self.box = None if box is None else torch.as_tensor(box, dtype=torch.float32).reshape(4)
-        if self.box is not None and not (self.box[2] > self.box[0] and self.box[3] > self.box[1]): raise ValueError(f'the target box {self.box.tolist()} is empty: give xyxy with x2 > x1 and y2 > y1')
+        if self.box is not None and not (self.box[2] > self.box[0] and self.box[3] > self.box[1]):
+            raise ValueError(f'the target box {self.box.tolist()} is empty: give xyxy with x2 > x1 and y2 > y1')
 
     def __call__(self, output:torch.Tensor) -> torch.Tensor:
         boxes, scores = output[:, :4], output[:, 4:]
         scores = scores.max(1).values if self.label is None else scores[:, self.label]
         if self.box is None: return scores.topk(min(self.topk, len(scores))).values.sum()
-        # empty boxes (an untrained regression) are left out: their IoU is 0/0, whose gradient would turn the whole CAM to NaN
+        # empty boxes (an untrained regression) are left out: their IoU is 0/0, whose gradient would make the CAM NaN
         real = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         iou = box_iou(self.box.to(boxes)[None], boxes[real])[0]
         return (scores[real] * torch.where(iou >= self.iou_thresh, iou, torch.zeros_like(iou))).sum()
@@ -97,19 +108,24 @@ class DetectionTarget:
 # %% ../../nbs/46_callbacks_cam.ipynb #8478ade1
 def _class_index(label, vocab) -> int:
     if isinstance(label, str):
-        if vocab is None or label not in list(vocab): raise ValueError(f'unknown class {label!r}: the classes are {None if vocab is None else list(vocab)}')
+        if vocab is None or label not in list(vocab):
+            raise ValueError(f'unknown class {label!r}: the classes are {None if vocab is None else list(vocab)}')
         return list(vocab).index(label)
     return int(label)
 
-def cam_target(learn_or_model, target, vocab=None):
-    "The grad-cam target of one image: a class index or name (classifier: that output; detector: that class anywhere), a dict with `box` and/or `label` (detector), or any callable."
+def cam_target(learn_or_model, # a `Learner` or its model
+               target,         # a class index or name, a dict with `box` and/or `label` (detector), or any callable
+               vocab=None,     # the class names (None: the model's `vocab`)
+              ):
+    "The grad-cam target of one image; a class is a classifier's output for it, or a detector's scores of it anywhere."
     model = unwrap_model(learn_or_model)
     vocab = vocab if vocab is not None else getattr(model, 'vocab', None)
     if target is None or callable(target): return target
     if isinstance(model, Detector):
         if isinstance(target, dict):
             label = target.get('label')
-            return DetectionTarget(None if label is None else _class_index(label, vocab), target.get('box'), **{k: v for k, v in target.items() if k not in ('box', 'label')})
+            return DetectionTarget(None if label is None else _class_index(label, vocab), target.get('box'),
+                                   **{k: v for k, v in target.items() if k not in ('box', 'label')})
         return DetectionTarget(_class_index(target, vocab))
     return ClassifierOutputTarget(_class_index(target, vocab))
 
@@ -118,13 +134,14 @@ def _top_detection_targets(model:Detector, images:torch.Tensor) -> list:
     predictions = model.predict(images)
     best_classes = model(images)['cls_logits'].amax(1).argmax(-1).tolist()
     real = lambda box: bool(box[2] > box[0] and box[3] > box[1])
-    return [DetectionTarget(int(p['labels'][0]), p['boxes'][0]) if len(p['scores']) and real(p['boxes'][0]) else DetectionTarget(c)
+    return [DetectionTarget(int(p['labels'][0]), p['boxes'][0]) if len(p['scores']) and real(p['boxes'][0])
+            else DetectionTarget(c)
             for p, c in zip(predictions, best_classes)]
 
 # %% ../../nbs/46_callbacks_cam.ipynb #438480fe
 @contextlib.contextmanager
 def _untouched(model:nn.Module):
-    "Run the block with no parameter requiring gradients, then restore every module's train/eval mode, `requires_grad` and `.grad`."
+    "Run the block with no parameter requiring gradients, then restore each module's mode, `requires_grad` and `.grad`."
     modes = [(m, m.training) for m in model.modules()]
     params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
     try:
@@ -134,8 +151,15 @@ def _untouched(model:nn.Module):
         for m, mode in modes: m.training = mode
         for p, requires_grad, grad in params: p.requires_grad_(requires_grad); p.grad = grad
 
-def compute_cams(learn_or_model, images:torch.Tensor, method:str='gradcam', layer=None, targets=None, vocab=None, batch_size:int=32) -> np.ndarray:
-    "CAMs `float32 [B, H, W]` in [0, 1] at the input's resolution of the model's (normalized) input `images` with grad-cam's `method`; `targets` per image (see `cam_target`), None for the predicted class or, for a detector, its best detection."
+def compute_cams(learn_or_model,       # a `Learner` or its model
+                 images:torch.Tensor,  # the model's (normalized) inputs
+                 method:str='gradcam', # one of `CAM_METHODS`
+                 layer=None,           # as in `target_layers`
+                 targets=None,         # per image or one for all (see `cam_target`); None: the prediction
+                 vocab=None,           # as in `cam_target`
+                 batch_size:int=32,    # ScoreCAM's masked copies per forward pass
+                ) -> np.ndarray:       # `float32 [B, H, W]` in [0, 1], at the input's resolution
+    "The CAMs of `images` with grad-cam's `method`, for the predicted class (or best detection) unless `targets` says."
     model = unwrap_model(learn_or_model)
     _check_supported(model)
     if method not in CAM_METHODS: raise ValueError(f'unknown CAM method {method!r}: use one of {list(CAM_METHODS)}')
@@ -143,7 +167,8 @@ def compute_cams(learn_or_model, images:torch.Tensor, method:str='gradcam', laye
     images = images.detach().as_subclass(torch.Tensor).to(next(model.parameters()).device)
     detector = isinstance(model, Detector)
     if targets is None or isinstance(targets, (int, str, dict)) or callable(targets): targets = [targets] * len(images)
-    if len(targets) != len(images): raise ValueError(f'{len(targets)} targets for {len(images)} images: give one per image (or one for all)')
+    if len(targets) != len(images):
+        raise ValueError(f'{len(targets)} targets for {len(images)} images: give one per image (or one for all)')
     layers = target_layers(model, layer)
     with _untouched(model):
         if detector and any(t is None for t in targets):
@@ -197,7 +222,9 @@ def cam_figure(pictures, cams:np.ndarray, titles=None, boxes=None, ncols:int=4, 
     fig = Figure(figsize=(2.6 * cols, 2.6 * rows + 0.3 * bool(suptitle)), layout='constrained')
     axs = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for i, ax in enumerate(axs):
-        if i < n: show_cam(pictures[i], cams[i], ax, None if titles is None else titles[i], None if boxes is None else boxes[i])
+        if i < n:
+            show_cam(pictures[i], cams[i], ax, None if titles is None else titles[i],
+                     None if boxes is None else boxes[i])
         else: ax.axis('off')
     if suptitle: fig.suptitle(suptitle, fontsize=10)
     return fig
@@ -205,9 +232,9 @@ def cam_figure(pictures, cams:np.ndarray, titles=None, boxes=None, ncols:int=4, 
 # %% ../../nbs/46_callbacks_cam.ipynb #644837e5
 @dataclass
 class CAMInputs:
-    "A fixed set of images for CAMs: the model's (normalized) inputs, their pictures (uint8) and per image the default target (true class, or largest true box)."
-    images: torch.Tensor     # float [B, 3, H, W], as the model takes them
-    pictures: torch.Tensor   # uint8 [B, 3, H, W]
+    "A fixed set of images for CAMs, with per image the default target: its true class, or its largest true box."
+    images: torch.Tensor     # float [B, 3, H, W], the model's (normalized) inputs
+    pictures: torch.Tensor   # uint8 [B, 3, H, W], their pictures
     targets: list            # per image: a class index, a dict(box=, label=), or None
     vocab: list|None = None
     def __len__(self): return len(self.images)
@@ -221,8 +248,13 @@ def _default_target(y):
         return dict(box=boxes[k].tolist(), label=int(y['labels'][k]))
     return int(y) if y.ndim == 0 else None
 
-def cam_inputs(learn_or_model, items=4, mean=None, std=None, vocab=None) -> CAMInputs:
-    "`CAMInputs` of a learner's validation items (a count: the first ones, or a list of indices), or of a model and a batch of normalized images (`mean`, `std`: ImageNet's by default)."
+def cam_inputs(learn_or_model, # a `Learner`, or a model
+               items=4,        # a count of first validation items, or their indices; with a model, normalized images
+               mean=None,      # with a model, the images' normalization (None: ImageNet's)
+               std=None,       # with a model, likewise
+               vocab=None,     # the class names (None: the learner's or the model's `vocab`)
+              ) -> CAMInputs:
+    "The `CAMInputs` of a learner's validation items, or of a model and a batch of its normalized images."
     if isinstance(learn_or_model, Learner):
         dl = learn_or_model.dls.valid
         indices = range(min(items, len(dl.dataset))) if isinstance(items, int) else list(items)
@@ -230,8 +262,10 @@ def cam_inputs(learn_or_model, items=4, mean=None, std=None, vocab=None) -> CAMI
         images, ys = dl.after_batch(to_device(batch, dl.device))[:2]
         pictures = dl.after_batch.decode((images,))[0].as_subclass(torch.Tensor).cpu().clamp(0, 255).byte()
         vocab = vocab if vocab is not None else getattr(learn_or_model.dls, 'vocab', None)
-        return CAMInputs(images.as_subclass(torch.Tensor), pictures, [_default_target(y) for y in ys], None if vocab is None else list(vocab))
-    if not isinstance(items, torch.Tensor) or items.ndim != 4: raise TypeError('with a model, pass `items` as a batch of normalized images [B, 3, H, W]')
+        return CAMInputs(images.as_subclass(torch.Tensor), pictures, [_default_target(y) for y in ys],
+                         None if vocab is None else list(vocab))
+    if not isinstance(items, torch.Tensor) or items.ndim != 4:
+        raise TypeError('with a model, pass `items` as a batch of normalized images [B, 3, H, W]')
     mean = torch.tensor(imagenet_stats[0] if mean is None else mean).view(1, -1, 1, 1)
     std = torch.tensor(imagenet_stats[1] if std is None else std).view(1, -1, 1, 1)
     pictures = ((items.detach().cpu() * std + mean) * 255).round().clamp(0, 255).byte()
@@ -241,14 +275,22 @@ def cam_inputs(learn_or_model, items=4, mean=None, std=None, vocab=None) -> CAMI
 def _describe(target, vocab) -> str:
     name = lambda label: str(vocab[label]) if vocab is not None else f'class {label}'
     if target is None: return 'predicted'
-    if isinstance(target, dict): return name(target['label']) + (' box' if target.get('box') is not None else '') if target.get('label') is not None else 'box'
+    if isinstance(target, dict):
+        return (name(target['label']) + (' box' if target.get('box') is not None else '')
+                if target.get('label') is not None else 'box')
     return name(target) if isinstance(target, int) else repr(target)
 
 def _target_boxes(target) -> list:
     return [target['box']] if isinstance(target, dict) and target.get('box') is not None else []
 
-def render_cams(learn_or_model, inputs:CAMInputs, method:str='gradcam', layer=None, targets=None, suptitle=None) -> tuple[np.ndarray, Figure]:
-    "`(cams, figure)` of `inputs` with their default targets unless `targets` says."
+def render_cams(learn_or_model,       # a `Learner` or its model
+                inputs:CAMInputs,
+                method:str='gradcam', # as in `compute_cams`
+                layer=None,           # as in `compute_cams`
+                targets=None,         # per image (None: the default targets of `inputs`)
+                suptitle=None,        # the figure's title
+               ) -> tuple[np.ndarray, Figure]: # `(cams, figure)`
+    "The CAMs of `inputs` and their `cam_figure`."
     targets = inputs.targets if targets is None else targets
     cams = compute_cams(learn_or_model, inputs.images, method, layer, targets, inputs.vocab)
     titles = [f'{i}: {_describe(t, inputs.vocab)}' for i, t in enumerate(targets)]
@@ -256,9 +298,17 @@ def render_cams(learn_or_model, inputs:CAMInputs, method:str='gradcam', layer=No
 
 # %% ../../nbs/46_callbacks_cam.ipynb #ec233094
 class CAMCallback(Callback):
-    "Every `every` epochs (and after the last), the CAMs of fixed validation `items`: a figure in `figures` (saved to `folder`), and TensorBoard images in `log_dir`."
+    "The CAMs of fixed validation `items` in training: a figure in `figures`, saved to `folder`, logged to `log_dir`."
     order = Recorder.order + 1   # after the epoch's metrics are recorded
-    def __init__(self, items=4, every:int=1, method:str='gradcam', layer=None, targets=None, folder=None, log_dir=None):
+    def __init__(self,
+                 items=4,              # the validation items, as in `cam_inputs`
+                 every:int=1,          # draw every `every` epochs (and after the last)
+                 method:str='gradcam', # as in `compute_cams`
+                 layer=None,           # as in `compute_cams`
+                 targets=None,         # as in `render_cams`
+                 folder=None,          # where the figures are saved (None: not saved)
+                 log_dir=None,         # where the TensorBoard images are written (None: no TensorBoard)
+                ):
         store_attr()
         self.figures, self.writer = {}, None
 
@@ -273,7 +323,8 @@ class CAMCallback(Callback):
 
     def after_epoch(self):
         if (self.epoch + 1) % self.every and self.epoch + 1 != self.n_epoch: return
-        cams, fig = render_cams(self.learn, self.inputs, self.method, self.layer, self.targets, suptitle=f'{self.method}, epoch {self.epoch}')
+        cams, fig = render_cams(self.learn, self.inputs, self.method, self.layer, self.targets,
+                                suptitle=f'{self.method}, epoch {self.epoch}')
         self.figures[self.epoch] = fig
         if self.folder is not None: fig.savefig(Path(self.folder)/f'cam_epoch{self.epoch:03d}.png', dpi=80)
         if self.writer is not None:
@@ -288,9 +339,10 @@ class CAMCallback(Callback):
 
 # %% ../../nbs/46_callbacks_cam.ipynb #7558553f
 def target_choices(learn_or_model, inputs:CAMInputs, index:int) -> list[tuple[str, object]]:
-    "`(label, target)` choices for image `index`: its default target, the prediction, and every class (for a detector, each true box too)."
+    "`(label, target)` choices for image `index`: its default target, the prediction, and every class."
     model, vocab = unwrap_model(learn_or_model), inputs.vocab
-    classes = vocab if vocab is not None else range(getattr(model, 'num_classes', None) or _num_outputs(model, inputs.images[:1]))
+    classes = (vocab if vocab is not None
+               else range(getattr(model, 'num_classes', None) or _num_outputs(model, inputs.images[:1])))
     default = inputs.targets[index]
     choices = [(f'true: {_describe(default, vocab)}', default)] if default is not None else []
     choices.append(('best detection' if isinstance(model, Detector) else 'predicted class', None))
@@ -299,30 +351,38 @@ def target_choices(learn_or_model, inputs:CAMInputs, index:int) -> list[tuple[st
 def _num_outputs(model:nn.Module, image:torch.Tensor) -> int:
     with torch.no_grad(): return int(model.eval()(image).shape[-1])
 
-def explorer_state(learn_or_model, inputs:CAMInputs, image:int=0) -> dict:
-    "The explorer's dropdown options for `image`: `images`, `methods`, `layers` and `targets`, each a list of `(label, value)`."
+def explorer_state(learn_or_model, inputs:CAMInputs, image:int=0,
+                  ) -> dict: # `images`, `methods`, `layers` and `targets`, each a list of `(label, value)`
+    "The explorer's dropdown options for image `image`."
     return dict(images=[(f'image {i}: {_describe(t, inputs.vocab)}', i) for i, t in enumerate(inputs.targets)],
                 methods=[(m, m) for m in CAM_METHODS],
                 layers=[(f'{n} ({d})', n) for n, d in cam_layers(learn_or_model).items()],
                 targets=target_choices(learn_or_model, inputs, image))
 
-def render_cam_view(learn_or_model, inputs:CAMInputs, image:int=0, method:str='gradcam', layer=None, target=None) -> Figure:
+def render_cam_view(learn_or_model, inputs:CAMInputs, image:int=0, method:str='gradcam', layer=None,
+                    target=None) -> Figure:
     "The picture of image `image` beside its CAM for `method`, `layer` and `target`."
     cam = compute_cams(learn_or_model, inputs.images[image:image + 1], method, layer, [target], inputs.vocab)[0]
     fig = Figure(figsize=(6, 3.2), layout='constrained')
     left, right = fig.subplots(1, 2)
     left.imshow(_picture(inputs.pictures[image])); left.axis('off'); left.set_title(f'image {image}', fontsize=9)
-    show_cam(inputs.pictures[image], cam, right, f"{method} · {layer or next(iter(cam_layers(learn_or_model)))} · {_describe(target, inputs.vocab)}", _target_boxes(target))
+    show_cam(inputs.pictures[image], cam, right,
+             f"{method} · {layer or next(iter(cam_layers(learn_or_model)))} · {_describe(target, inputs.vocab)}",
+             _target_boxes(target))
     return fig
 
-def cam_explorer(learn_or_model, items=8, **kwargs):
-    "An ipywidgets explorer of CAMs: dropdowns for the image, method, layer and target of `cam_inputs(learn_or_model, items, **kwargs)`."
+def cam_explorer(learn_or_model, # as in `cam_inputs`
+                 items=8,        # as in `cam_inputs`
+                 **kwargs,       # passed to `cam_inputs`
+                ) -> 'widgets.VBox': # the explorer, displayed
+    "An ipywidgets explorer of CAMs: dropdowns for the image, method, layer and target of `cam_inputs`."
     import ipywidgets as widgets
     from IPython.display import display
     inputs = cam_inputs(learn_or_model, items, **kwargs)
     state = explorer_state(learn_or_model, inputs)
-    image, method, layer, target = (widgets.Dropdown(options=state[k], description=d) for k, d in
-                                    (('images', 'image'), ('methods', 'method'), ('layers', 'layer'), ('targets', 'target')))
+    image, method, layer, target = (
+        widgets.Dropdown(options=state[k], description=d)
+        for k, d in (('images', 'image'), ('methods', 'method'), ('layers', 'layer'), ('targets', 'target')))
     output = widgets.Output()
     box = widgets.VBox([widgets.HBox([image, method]), widgets.HBox([layer, target]), output])
     def redraw(change=None):
@@ -341,9 +401,13 @@ def cam_explorer(learn_or_model, items=8, **kwargs):
     return box
 
 # %% ../../nbs/46_callbacks_cam.ipynb #5fd592b8
-def pointing_game(cams:np.ndarray, boxes=None, masks=None) -> np.ndarray:
-    "Per CAM, whether its peak (`cam_peak`) lies inside one of the image's `xyxy` `boxes` or, stricter, one of its `masks` (`[H, W]` or `[N, H, W]`): the pointing game of Zhang et al., 2016."
-    if (boxes is None) == (masks is None): raise ValueError('pointing_game needs the `boxes` or the `masks` of each image (one of the two)')
+def pointing_game(cams:np.ndarray,
+                  boxes=None,     # per image, its `xyxy` boxes
+                  masks=None,     # or, stricter, per image its masks (`[H, W]` or `[N, H, W]`)
+                 ) -> np.ndarray: # per CAM, a bool
+    "Per CAM, whether its peak (`cam_peak`) is inside one of the image's regions: Zhang et al.'s pointing game (2016)."
+    if (boxes is None) == (masks is None):
+        raise ValueError('pointing_game needs the `boxes` or the `masks` of each image (one of the two)')
     hits = []
     for cam, regions in zip(cams, boxes if masks is None else masks):
         x, y = cam_peak(cam)

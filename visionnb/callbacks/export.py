@@ -17,7 +17,8 @@ def _home(name):
 def __getattr__(name):
     module = _home(name)
     if module is None: raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-    warnings.warn(f'visionnb.callbacks.export is deprecated: import {name} from {module.__name__}', DeprecationWarning, stacklevel=2)
+    warnings.warn(f'visionnb.callbacks.export is deprecated: import {name} from {module.__name__}', DeprecationWarning,
+                  stacklevel=2)
     return getattr(module, name)
 
 

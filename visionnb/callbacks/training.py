@@ -22,7 +22,7 @@ from fastai.torch_core import rank_distrib
 from ..core import VisionnbError, _message, atomic_write
 from ..models.backbone import compare_state_dicts, load_tensors
 from ..learner.inference import unwrap_model
-from ..learner.cls import precision_callbacks
+from ..learner.precision import precision_callbacks
 
 # %% auto #0
 __all__ = ['warmup_cosine', 'ema_decay', 'ramped_ema', 'EMACallback', 'evaluated_model', 'CheckpointError', 'atomic_save',
@@ -30,8 +30,12 @@ __all__ = ['warmup_cosine', 'ema_decay', 'ramped_ema', 'EMACallback', 'evaluated
            'TrainingCheckpoint', 'settings_differences', 'plain_state', 'training_callbacks']
 
 # %% ../../nbs/43_callbacks_training.ipynb #7cf88ad1
-def warmup_cosine(lr_max, warmup:float=0.05, start:float=1e-3, end:float=1e-2):
-    "A fastai schedule (`pct -> lr`): linear from `start * lr_max` to `lr_max` over the first `warmup` fraction of training, then a cosine down to `end * lr_max`."
+def warmup_cosine(lr_max,            # the peak learning rate
+                  warmup:float=0.05, # the fraction of training spent warming up, in [0, 1)
+                  start:float=1e-3,  # the warm-up starts from `start * lr_max`
+                  end:float=1e-2,    # the cosine ends at `end * lr_max`
+                 ):
+    "A fastai schedule (`pct -> lr`): linear up to `lr_max` over the first `warmup` fraction, then a cosine down."
     if not 0 <= warmup < 1: raise ValueError(f"warmup={warmup}: the fraction of training spent warming up, in [0, 1)")
     decay = SchedCos(lr_max, lr_max * end)
     if warmup == 0: return decay
@@ -39,9 +43,17 @@ def warmup_cosine(lr_max, warmup:float=0.05, start:float=1e-3, end:float=1e-2):
 
 # %% ../../nbs/43_callbacks_training.ipynb #99802d63
 @patch
-def fit_warmup_cosine(self:Learner, n_epoch:int, lr_max=None, warmup:float=0.05, start:float=1e-3, end:float=1e-2, wd=None,
-                      cbs=None, reset_opt:bool=False):
-    "Fit `n_epoch` epochs with the `warmup_cosine` learning rate: linear warm-up over the `warmup` fraction of training, then a cosine decay."
+def fit_warmup_cosine(self:Learner,
+                      n_epoch:int,          # the epochs to fit
+                      lr_max=None,          # the peak learning rate (None: the learner's `lr`)
+                      warmup:float=0.05,    # the fraction of training spent warming up
+                      start:float=1e-3,     # the warm-up starts from `start * lr_max`
+                      end:float=1e-2,       # the cosine ends at `end * lr_max`
+                      wd=None,              # as in `Learner.fit`
+                      cbs=None,             # callbacks added for this fit
+                      reset_opt:bool=False, # as in `Learner.fit`
+                     ):
+    "Fit `n_epoch` epochs with the `warmup_cosine` learning rate: a linear warm-up, then a cosine decay."
     if self.opt is None: self.create_opt()
     self.opt.set_hyper('lr', self.lr if lr_max is None else lr_max)
     lr_max = np.array([h['lr'] for h in self.opt.hypers])
@@ -49,29 +61,41 @@ def fit_warmup_cosine(self:Learner, n_epoch:int, lr_max=None, warmup:float=0.05,
     self.fit(n_epoch, cbs=L(scheduler) + L(cbs), reset_opt=reset_opt, wd=wd)
 
 # %% ../../nbs/43_callbacks_training.ipynb #2a16543e
-def ema_decay(updates, decay:float=0.9998, tau:float=2000.) -> float:
-    "The decay of update number `updates` (0-based): `decay * (1 - exp(-updates / tau))`, ramping from 0 to `decay` (`tau=0`: `decay` throughout)."
+def ema_decay(updates,            # the update number, 0-based
+              decay:float=0.9998, # the decay it ramps up to
+              tau:float=2000.,    # the ramp's time constant, in updates (0: `decay` throughout)
+             ) -> float:
+    "The EMA decay of update number `updates`: `decay * (1 - exp(-updates / tau))`, ramping from 0 to `decay`."
     return decay * (1 - math.exp(-float(updates) / tau)) if tau else decay
 
-def ramped_ema(decay:float=0.9998, tau:float=2000.):
-    "An `AveragedModel` `multi_avg_fn`: the EMA update with the ramped `ema_decay`; integer buffers (BatchNorm's batch counters) are copied."
+def ramped_ema(decay:float=0.9998, # as in `ema_decay`
+               tau:float=2000.,    # as in `ema_decay`
+              ):
+    "An `AveragedModel` `multi_avg_fn`: the EMA update with the ramped `ema_decay`; integer buffers are copied."
     def update(averaged:list, current:list, updates:torch.Tensor):
-        if torch.is_floating_point(averaged[0]): get_ema_multi_avg_fn(ema_decay(updates, decay, tau))(averaged, current, updates)
-        else:
+        if torch.is_floating_point(averaged[0]):
+            get_ema_multi_avg_fn(ema_decay(updates, decay, tau))(averaged, current, updates)
+        else:   # integer buffers: BatchNorm's batch counters
             for a, c in zip(averaged, current): a.copy_(c)
     return update
 
 # %% ../../nbs/43_callbacks_training.ipynb #f5753cc8
 class EMACallback(Callback):
-    "An exponential moving average of the weights (`AveragedModel` with the ramped `ema_decay`), updated after every optimizer step; validation uses it, and after fit (`final=True`) the learner's model gets its weights."
+    "An EMA of the weights (`AveragedModel`, ramped `ema_decay`) updated after each optimizer step; validation uses it."
     order = 55   # before TrainingCheckpoint, which restores the average in its before_fit
-    def __init__(self, decay:float=0.9998, tau:float=2000., final:bool=True):
-        self.decay, self.tau, self.final, self.average, self._training_model, self._skipped = decay, tau, final, None, None, False
+    def __init__(self,
+                 decay:float=0.9998, # as in `ema_decay`
+                 tau:float=2000.,    # as in `ema_decay`
+                 final:bool=True,    # after fit, the learner's model gets the average's weights
+                ):
+        self.decay, self.tau, self.final, self.average, self._training_model, self._skipped = (
+            decay, tau, final, None, None, False)
 
     def before_fit(self):
         self.run = not hasattr(self.learn, 'lr_finder')   # the finder's steps are not training
         if not self.run: return
-        self.average = AveragedModel(unwrap_model(self.learn.model), multi_avg_fn=ramped_ema(self.decay, self.tau), use_buffers=True)
+        self.average = AveragedModel(unwrap_model(self.learn.model), multi_avg_fn=ramped_ema(self.decay, self.tau),
+                                     use_buffers=True)
 
     def after_cancel_step(self): self._skipped = True   # float16 overflow: the weights did not change
     def after_step(self):
@@ -102,13 +126,13 @@ class EMACallback(Callback):
 
 # %% ../../nbs/43_callbacks_training.ipynb #b6405d5f
 def evaluated_model(learn:Learner) -> nn.Module:
-    "The model that `learn` validates: the EMA of an `EMACallback` when it has one, else `learn.model` (unwrapped from DDP)."
+    "The model `learn` validates: the EMA of an `EMACallback` when it has one, else `learn.model` (unwrapped from DDP)."
     average = next((cb.average for cb in learn.cbs if isinstance(cb, EMACallback) and cb.average is not None), None)
     return average.module if average is not None else unwrap_model(learn.model)
 
 # %% ../../nbs/43_callbacks_training.ipynb #7b21f18b
 class CheckpointError(VisionnbError, RuntimeError):
-    "A checkpoint cannot be read or does not fit the training it should continue; the message names the file and what to do."
+    "A checkpoint cannot be read or does not fit the training it continues; the message names the file and what to do."
     def __init__(self, file, problem:str, fix:str=''):
         self.file, self.problem, self.fix = file, problem, fix
         super().__init__(_message(file, problem, fix=fix))
@@ -118,16 +142,20 @@ def atomic_save(obj, path) -> Path:
     with atomic_write(path) as temporary: torch.save(obj, temporary)
     return Path(path)
 
-def load_checkpoint(path, map_location='cpu') -> dict:
-    "The checkpoint at `path`, read with `torch.load(weights_only=True)`: tensors and plain Python values only, no code."
+def load_checkpoint(path,               # the checkpoint file
+                    map_location='cpu', # as in `torch.load`
+                   ) -> dict:
+    "Read the checkpoint at `path` with `torch.load(weights_only=True)`: tensors and plain Python values, no code."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(path, 'checkpoint not found', fix='Check the path, or train without resuming')
-    return load_tensors(path, CheckpointError, 'a checkpoint', fix='Delete it to start afresh, or pass a checkpoint written by TrainingCheckpoint',
+    if not path.is_file():
+        raise CheckpointError(path, 'checkpoint not found', fix='Check the path, or train without resuming')
+    return load_tensors(path, CheckpointError, 'a checkpoint',
+                        fix='Delete it to start afresh, or pass a checkpoint written by TrainingCheckpoint',
                         map_location=map_location)
 
 # %% ../../nbs/43_callbacks_training.ipynb #29cc089d
 def is_temporary(path) -> bool:
-    "Whether `path` is named like the temporary file of an atomic write: hidden, ending in `.partial` or `.tmp`, or `.tmp.<ext>`."
+    "Whether `path` names an atomic write's temporary file: hidden, ending in `.partial` or `.tmp`, or `.tmp.<ext>`."
     name = Path(path).name
     return name.startswith('.') and (name.endswith(('.partial', '.tmp')) or '.tmp.' in name)
 
@@ -144,14 +172,16 @@ def remove_stale_temporaries(folder) -> list[tuple[Path, int]]:
 
 # %% ../../nbs/43_callbacks_training.ipynb #2b0b0aec
 def _loaders(dls) -> list:
-    "The DataLoaders of `dls`, unwrapped from a distributed sharding wrapper (which keeps the loader it shards as `.dl`)."
+    "The DataLoaders of `dls`, unwrapped from a distributed sharding wrapper (which keeps the loader as `.dl`)."
     return [getattr(dl, 'dl', dl) for dl in (dls.loaders if dls is not None else [])]
 
-def rng_states(dls=None) -> dict:
-    "The state of every random generator a fastai training draws from: Python's, NumPy's, torch's (CPU and each CUDA device) and the shuffling generator of each DataLoader of `dls`."
+def rng_states(dls=None, # the shuffling generator of each of its DataLoaders is included
+              ) -> dict:
+    "The state of every random generator training draws from: Python's, NumPy's, torch's (CPU and each CUDA device)."
     kind, keys, position, has_gauss, gauss = np.random.get_state()
     return dict(python=random.getstate(), torch=torch.get_rng_state(),
-                numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), position=position, has_gauss=has_gauss, gauss=gauss),
+                numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), position=position,
+                           has_gauss=has_gauss, gauss=gauss),
                 cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 loaders=[dl.rng.getstate() for dl in _loaders(dls)])
 
@@ -166,18 +196,21 @@ def set_rng_states(states:dict, dls=None):
 
 # %% ../../nbs/43_callbacks_training.ipynb #189ddb5c
 class TrainingCheckpoint(TrackerCallback):
-    "Checkpoints in `folder`: `last.pth` every `every` epochs, `best.pth` by `monitor`, atomically; `resume` continues from `last.pth`."
+    "Atomic checkpoints in `folder`: `last.pth` every `every` epochs, to resume from, and `best.pth` by `monitor`."
     order = TrackerCallback.order + 1   # after the Recorder has the epoch's values
     def __init__(self,
                  folder='checkpoints',       # where `last.pth` and `best.pth` go
                  monitor:str|None='valid_loss', # the recorder value that picks `best.pth`; None: no `best.pth`
-                 comp=None, min_delta:float=0., # as fastai's `TrackerCallback`
+                 comp=None,                  # as fastai's `TrackerCallback`
+                 min_delta:float=0.,         # as fastai's `TrackerCallback`
                  every:int=1,                # write `last.pth` after every `every` epochs (and after the last)
                  resume:bool=False,          # continue from `last.pth` when it exists
                  load_best:bool=False,       # load `best.pth` into the model after fit
-                 settings:dict|None=None):   # what defines this training (arch, lr, size...): a resumed run must match it
+                 settings:dict|None=None,    # what defines the training (arch, lr, size...): resuming needs the same
+                ):
         super().__init__(monitor=monitor or 'valid_loss', comp=comp, min_delta=min_delta)
-        self.folder, self.track, self.every, self.resume, self.load_best = Path(folder), monitor is not None, every, resume, load_best
+        self.folder, self.track, self.every, self.resume, self.load_best = (
+            Path(folder), monitor is not None, every, resume, load_best)
         self.settings, self.start_epoch, self.resumed_from, self.removed = settings, 0, None, []
 
     @property
@@ -208,7 +241,8 @@ class TrainingCheckpoint(TrackerCallback):
 
     def after_fit(self):
         super().after_fit()
-        if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()   # rank 0 has written
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()   # rank 0 has written
         if self.load_best and self.best_file.exists():
             unwrap_model(self.learn.model).load_state_dict(load_checkpoint(self.best_file)['model'])
 
@@ -220,14 +254,15 @@ def _stateful(learn:Learner) -> dict:
 def _history(recorder) -> dict:
     "The recorder's lists and its smoothed loss: what the progress table and `plot_loss` show."
     smooth = recorder.smooth_loss
-    return dict(values=[list(map(float, v)) for v in recorder.values], losses=list(recorder.losses), lrs=list(recorder.lrs),
-                iters=list(recorder.iters), smooth=dict(count=smooth.count, val=smooth.val))
+    return dict(values=[list(map(float, v)) for v in recorder.values], losses=list(recorder.losses),
+                lrs=list(recorder.lrs), iters=list(recorder.iters), smooth=dict(count=smooth.count, val=smooth.val))
 
 @patch
 def state(self:TrainingCheckpoint) -> dict:
     "Everything training needs to continue after the current epoch."
     learn, scaler = self.learn, getattr(self.learn, 'scaler', None)
-    return dict(epoch=self.epoch, n_epoch=self.n_epoch, train_iter=learn.train_iter, model=unwrap_model(learn.model).state_dict(),
+    return dict(epoch=self.epoch, n_epoch=self.n_epoch, train_iter=learn.train_iter,
+                model=unwrap_model(learn.model).state_dict(),
                 optimizer=plain_state(learn.opt.state_dict()), scaler=scaler.state_dict() if scaler is not None else {},
                 callbacks={name: cb.checkpoint_state() for name, cb in _stateful(learn).items()},
                 best=float(self.best), history=plain_state(_history(self.recorder)), rng=rng_states(learn.dls),
@@ -236,11 +271,13 @@ def state(self:TrainingCheckpoint) -> dict:
 @patch
 def _save_best(self:TrainingCheckpoint):
     "Write the evaluated model's weights (the EMA's when there is one) as the best so far."
-    atomic_save(dict(model=evaluated_model(self.learn).state_dict(), epoch=self.epoch, monitor=self.monitor, value=float(self.best)), self.best_file)
+    atomic_save(dict(model=evaluated_model(self.learn).state_dict(), epoch=self.epoch, monitor=self.monitor,
+                     value=float(self.best)), self.best_file)
 
 # %% ../../nbs/43_callbacks_training.ipynb #9d9fd109
 def _settle_loaders(dls):
-    "Make each fastai `TfmdDL` of `dls` read its output types now: it does so with one random sample at its first batch in a process, which would draw from the restored generators."
+    "Make each fastai `TfmdDL` of `dls` read its output types now, before the generators are restored."
+    # it does so with one random sample at its first batch in a process, which would draw from the restored generators
     for dl in _loaders(dls):
         if hasattr(dl, '_one_pass') and not getattr(dl, '_types', None): dl._one_pass()
 
@@ -262,18 +299,24 @@ def _check_belongs(checkpoint, state:dict):
     "Raise a `CheckpointError` unless `state` was written by this training: same epochs, settings, callbacks and model."
     fresh = "or use another folder (or resume=False) to start afresh"
     if state['n_epoch'] != checkpoint.n_epoch:
-        raise CheckpointError(checkpoint.last, f"written by a fit of {state['n_epoch']} epochs, this fit has {checkpoint.n_epoch}",
+        raise CheckpointError(checkpoint.last,
+                              f"written by a fit of {state['n_epoch']} epochs, this fit has {checkpoint.n_epoch}",
                               fix=f"Fit for {state['n_epoch']} epochs to continue it, {fresh}")
     if changed := settings_differences(state.get('settings'), checkpoint.settings):
         raise CheckpointError(checkpoint.last, f"written by a training with other settings ({'; '.join(changed)})",
                               fix=f"Give the interrupted run's settings to continue it, {fresh}")
     missing = sorted(set(state['callbacks']) - set(_stateful(checkpoint.learn)))
-    if missing: raise CheckpointError(checkpoint.last, f"holds the state of callbacks {missing} that this learner lacks", fix='Add the same callbacks as the interrupted run')
-    missing, unexpected, mismatched = compare_state_dicts(unwrap_model(checkpoint.learn.model).state_dict(), state['model'])
+    if missing:
+        raise CheckpointError(checkpoint.last, f"holds the state of callbacks {missing} that this learner lacks",
+                              fix='Add the same callbacks as the interrupted run')
+    missing, unexpected, mismatched = compare_state_dicts(unwrap_model(checkpoint.learn.model).state_dict(),
+                                                          state['model'])
     if missing or unexpected or mismatched:
         first = [*missing, *unexpected, *(k for k, *_ in mismatched)][:3]
-        raise CheckpointError(checkpoint.last, f"holds the weights of another model ({len(missing)} missing, {len(unexpected)} unexpected, "
-                              f"{len(mismatched)} mismatched keys, first {first})", fix=f"Build the same model as the interrupted run, {fresh}")
+        raise CheckpointError(checkpoint.last,
+                              f"holds the weights of another model ({len(missing)} missing, "
+                              f"{len(unexpected)} unexpected, {len(mismatched)} mismatched keys, first {first})",
+                              fix=f"Build the same model as the interrupted run, {fresh}")
 
 @patch
 def _restore(self:TrainingCheckpoint, state:dict):
@@ -284,7 +327,8 @@ def _restore(self:TrainingCheckpoint, state:dict):
     learn.opt.load_state_dict(state['optimizer'])
     if state['scaler'] and getattr(learn, 'scaler', None) is not None: learn.scaler.load_state_dict(state['scaler'])
     for name, cb_state in state['callbacks'].items(): stateful[name].load_checkpoint_state(cb_state)
-    self.best, self.start_epoch, self.resumed_from, self._history = state['best'], state['epoch'] + 1, state['epoch'], state['history']
+    self.best, self.start_epoch, self.resumed_from, self._history = (
+        state['best'], state['epoch'] + 1, state['epoch'], state['history'])
     learn.train_iter = state['train_iter']
     _settle_loaders(learn.dls)
     set_rng_states(state['rng'], learn.dls)
@@ -293,12 +337,14 @@ def _restore(self:TrainingCheckpoint, state:dict):
 def _restore_history(self:TrainingCheckpoint):
     "After the skipped epochs, the recorder's history is the checkpoint's."
     r, h = self.recorder, self._history
-    r.values, r.losses, r.lrs, r.iters = [list(v) for v in h['values']], list(h['losses']), list(h['lrs']), list(h['iters'])
+    r.values, r.losses, r.lrs, r.iters = (
+        [list(v) for v in h['values']], list(h['losses']), list(h['lrs']), list(h['iters']))
     r.smooth_loss.count, r.smooth_loss.val = h['smooth']['count'], h['smooth']['val']
 
 # %% ../../nbs/43_callbacks_training.ipynb #3d7e42d4
 def plain_state(obj):
-    "`obj` with NumPy scalars as Python numbers, NumPy arrays as tensors and fastcore `L`s as lists, recursively through dicts, lists and tuples: what `weights_only` loading accepts."
+    "`obj` as `weights_only` loading accepts it: NumPy scalars as numbers, arrays as tensors, fastcore `L`s as lists."
+    # recursively through dicts, lists and tuples
     if isinstance(obj, dict): return {k: plain_state(v) for k, v in obj.items()}
     if isinstance(obj, tuple): return tuple(plain_state(v) for v in obj)
     if isinstance(obj, (list, L)): return [plain_state(v) for v in obj]
@@ -321,5 +367,6 @@ def training_callbacks(folder=None,              # the checkpoint folder (None: 
     cbs = [] if ema is None else [EMACallback(ema, ema_tau)]
     if clip is not None: cbs.append(GradientClip(clip))
     if precision is not None: cbs += precision_callbacks(precision)
-    if folder is not None: cbs.append(TrainingCheckpoint(folder, monitor=monitor, resume=resume, every=every, settings=settings))
+    if folder is not None:
+        cbs.append(TrainingCheckpoint(folder, monitor=monitor, resume=resume, every=every, settings=settings))
     return cbs

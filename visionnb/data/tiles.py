@@ -13,8 +13,13 @@ from .shapes import SHAPE_CLASSES, render_scene, random_background
 __all__ = ['shape_presence_data', 'shape_tiles', 'tile_scenes']
 
 # %% ../../nbs/01j_data_tiles.ipynb #fa7947d4
-def shape_presence_data(shape:str='star', n:int=100, size:int=64, max_objects:int=2, seed:int=0) -> tuple:
-    "`(images uint8 [n, 3, size, size], labels int64 [n], boxes)`: shapes scenes rendered in memory, label 1 when one of the objects is a `shape`, `boxes` per image the `xyxy` boxes of those objects."
+def shape_presence_data(shape:str='star',  # the shape whose presence is the label
+                        n:int=100,         # the number of images
+                        size:int=64,       # their side, in pixels
+                        max_objects:int=2, # at most this many objects per scene
+                        seed:int=0,
+                       ) -> tuple:         # `(images uint8 [n, 3, size, size], labels int64 [n], boxes)`
+    "Shapes scenes rendered in memory: label 1 when one object is a `shape`; `boxes`: per image those objects' `xyxy`."
     rng, target = np.random.default_rng(seed), SHAPE_CLASSES.index(shape)
     scenes = [render_scene(rng, size, size, max_objects, size / 4) for _ in range(n)]
     images = torch.stack([torch.from_numpy(s.image.copy()).permute(2, 0, 1) for s in scenes])
@@ -27,8 +32,13 @@ def _noisy(rng, canvas:np.ndarray) -> np.ndarray:
     canvas = canvas + rng.standard_normal((*canvas.shape[:2], 1), dtype=np.float32) * rng.uniform(1, 6)
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
-def shape_tiles(n:int, backgrounds:int=0, size:int=64, min_size:float=32, seed:int=0) -> tuple:
-    "`(images uint8 [n + backgrounds, 3, size, size], labels int64, masks bool [.., size, size])`: `n` tiles of one random shape (label its class, mask its visible pixels), then `backgrounds` tiles of none (label `len(SHAPE_CLASSES)`, empty mask)."
+def shape_tiles(n:int,             # tiles of one random shape: label its class, mask its visible pixels
+                backgrounds:int=0, # then tiles of none: label `len(SHAPE_CLASSES)`, empty mask
+                size:int=64,       # the tiles' side, in pixels
+                min_size:float=32, # each shape at least `min_size` px across
+                seed:int=0,
+               ) -> tuple:         # `(images uint8 [N, 3, size, size], labels int64 [N], masks bool [N, size, size])`
+    "`n` tiles of one random shape each, then `backgrounds` of background alone (`N` in all), with the object's mask."
     rng, scenes = np.random.default_rng(seed), []
     while len(scenes) < n:
         scene = render_scene(rng, size, size, 1, min_size)
@@ -39,8 +49,16 @@ def shape_tiles(n:int, backgrounds:int=0, size:int=64, min_size:float=32, seed:i
     return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels), np.stack(masks)
 
 # %% ../../nbs/01j_data_tiles.ipynb #120be5d1
-def tile_scenes(images:torch.Tensor, labels:torch.Tensor, masks:np.ndarray, n:int, objects=(1, 1), grid:int=3, seed:int=0) -> tuple:
-    "`(scenes uint8 [n, 3, H, W], targets int64 [n], regions bool [n, H, W])`: each scene pastes the objects (`masks`) of `objects[0]`..`objects[1]` `shape_tiles` of distinct classes at random cells of a `grid` x `grid` background; the first is the target, its region its mask with the holes filled (the inside of an outline counts)."
+def tile_scenes(images:torch.Tensor, # the images of `shape_tiles`
+                labels:torch.Tensor, # their labels
+                masks:np.ndarray,    # their objects' masks
+                n:int,               # the number of scenes
+                objects=(1, 1),      # `(fewest, most)` objects per scene, of distinct classes
+                grid:int=3,          # a scene is `grid` x `grid` cells of a tile each
+                seed:int=0,
+               ) -> tuple:           # `(scenes uint8 [n, 3, H, W], targets int64 [n], regions bool [n, H, W])`
+    "Scenes with `shape_tiles` objects at random cells of a background; the first is the target, the region its mask."
+    # the region is the mask with its holes filled: the inside of an outline counts
     rng, tile = np.random.default_rng(seed), images.shape[-1]
     by_class = {c: np.flatnonzero(labels.numpy() == c) for c in range(len(SHAPE_CLASSES)) if (labels == c).any()}
     scenes, targets, target_regions = [], [], []
@@ -55,4 +73,5 @@ def tile_scenes(images:torch.Tensor, labels:torch.Tensor, masks:np.ndarray, n:in
             canvas[y:y + tile, x:x + tile][masks[i]] = images[i].permute(1, 2, 0).numpy()[masks[i]]
             if j == 0: target_region[y:y + tile, x:x + tile] = ndimage.binary_fill_holes(masks[i])
         scenes.append(canvas); targets.append(int(classes[0])); target_regions.append(target_region)
-    return torch.from_numpy(np.stack(scenes)).permute(0, 3, 1, 2).contiguous(), torch.tensor(targets), np.stack(target_regions)
+    return (torch.from_numpy(np.stack(scenes)).permute(0, 3, 1, 2).contiguous(), torch.tensor(targets),
+            np.stack(target_regions))

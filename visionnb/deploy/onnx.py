@@ -28,9 +28,15 @@ __all__ = ['NMS_KINDS', 'NonMaxSuppression', 'padded_detections', 'graph_nms', '
 
 # %% ../../nbs/45_deploy_onnx.ipynb #d8b3df30
 class NonMaxSuppression(torch.autograd.Function):
-    "`[M, 3]` rows `(image, 0, index)` that NMS keeps from `boxes [B, N, 4]`, `scores [B, N]` above `score_thresh`: ONNX's `NonMaxSuppression` with one class, `torchvision.ops.nms` eagerly."
+    "ONNX's `NonMaxSuppression` with one class as an autograd function: `torchvision.ops.nms` eagerly, the node traced."
     @staticmethod
-    def forward(ctx, boxes:torch.Tensor, scores:torch.Tensor, iou_thresh:float, max_outputs:int, score_thresh:float) -> torch.Tensor:
+    def forward(ctx,
+                boxes:torch.Tensor,  # `[B, N, 4]`
+                scores:torch.Tensor, # `[B, N]`
+                iou_thresh:float,    # NMS removes a box overlapping a better one by more than this IoU
+                max_outputs:int,     # the most boxes kept per image
+                score_thresh:float,  # only boxes scoring more than this are kept
+               ) -> torch.Tensor:    # `[M, 3]` rows `(image, 0, index)` that NMS keeps
         rows = []
         for image, (b, s) in enumerate(zip(boxes, scores)):
             above = (s > score_thresh).nonzero()[:, 0]
@@ -41,12 +47,18 @@ class NonMaxSuppression(torch.autograd.Function):
     @staticmethod
     def symbolic(g, boxes, scores, iou_thresh, max_outputs, score_thresh):
         constant = lambda value, dtype: g.op('Constant', value_t=torch.tensor([value], dtype=dtype))
-        return g.op('NonMaxSuppression', boxes, g.op('Unsqueeze', scores, constant(1, torch.int64)), constant(max_outputs, torch.int64),
-                    constant(iou_thresh, torch.float32), constant(score_thresh, torch.float32))
+        return g.op('NonMaxSuppression', boxes, g.op('Unsqueeze', scores, constant(1, torch.int64)),
+                    constant(max_outputs, torch.int64), constant(iou_thresh, torch.float32),
+                    constant(score_thresh, torch.float32))
 
 # %% ../../nbs/45_deploy_onnx.ipynb #d5e9177e
-def padded_detections(selected:torch.Tensor, boxes:torch.Tensor, scores:torch.Tensor, labels:torch.Tensor, max_detections:int) -> tuple:
-    "`(num_detections [B], boxes [B, K, 4], scores [B, K], labels [B, K])` of the NMS rows `selected [M, 3]` (grouped by image, best first), padded to `K = max_detections` (score 0, label -1)."
+def padded_detections(selected:torch.Tensor, # `[M, 3]` NMS rows `(image, class, index)`, grouped by image, best first
+                      boxes:torch.Tensor,    # `[B, N, 4]`
+                      scores:torch.Tensor,   # `[B, N]`
+                      labels:torch.Tensor,   # `[B, N]`
+                      max_detections:int,    # `K`, the rows per image
+                     ) -> tuple:             # `(num_detections [B], boxes [B, K, 4], scores [B, K], labels [B, K])`
+    "The detections that the NMS rows `selected` pick, padded to `K` per image (score 0, label -1)."
     image, index = selected[:, 0], selected[:, 2]
     b, k = boxes.shape[0], max_detections
     mine = (image[:, None] == torch.arange(b, device=boxes.device)[None]).long()   # [M, B]
@@ -59,38 +71,55 @@ def padded_detections(selected:torch.Tensor, boxes:torch.Tensor, scores:torch.Te
     return (mine.sum(0).clamp(max=k), scatter(boxes[found], 0), scatter(scores[found], 0), scatter(labels[found], -1))
 
 # %% ../../nbs/45_deploy_onnx.ipynb #6e7f9b6a
-def graph_nms(boxes:torch.Tensor, scores:torch.Tensor, labels:torch.Tensor, score_thresh:float, iou_thresh:float, max_detections:int) -> tuple:
-    "Class-wise NMS of candidates `[B, N]` above `score_thresh`, in `padded_detections`' layout; traces to ONNX `NonMaxSuppression`."
+def graph_nms(boxes:torch.Tensor,  # `[B, N, 4]` candidate boxes
+              scores:torch.Tensor, # `[B, N]`
+              labels:torch.Tensor, # `[B, N]`
+              score_thresh:float,  # only candidates scoring more than this are kept
+              iou_thresh:float,
+              max_detections:int,  # `K`, the most detections per image
+             ) -> tuple:           # in `padded_detections`' layout
+    "Class-wise NMS of candidates above `score_thresh`; traces to ONNX `NonMaxSuppression`."
     shift = labels.to(boxes.dtype) * (boxes.max() + 1)   # boxes of different classes never overlap, as in `batched_nms`
     selected = NonMaxSuppression.apply(boxes + shift[..., None], scores, iou_thresh, max_detections, score_thresh)
     return padded_detections(selected, boxes, scores, labels, max_detections)
 
 # %% ../../nbs/45_deploy_onnx.ipynb #f73be929
-def input_size(images:torch.Tensor) -> torch.Tensor:
-    "`[2]` float `(h, w)` of a batch `[B, 3, h, w]`, from its shape (a graph `Shape` when traced)."
+def input_size(images:torch.Tensor, # `[B, 3, h, w]`
+              ) -> torch.Tensor:    # `[2]` float `(h, w)`
+    "The size of a batch, from its shape (a graph `Shape` when traced)."
     return torch._shape_as_tensor(images)[-2:].to(images.dtype)
 
-def graph_clip(boxes:torch.Tensor, size:torch.Tensor) -> torch.Tensor:
-    "Clip `boxes [..., 4]` (xyxy) to `[0, w] x [0, h]` of `size [..., 2] = (h, w)` (one size, or one per image as `[B, 1, 2]`), as `clip_to_sizes` does."
+def graph_clip(boxes:torch.Tensor, # `[..., 4]` xyxy
+               size:torch.Tensor,  # `[..., 2]` `(h, w)`: one size, or one per image as `[B, 1, 2]`
+              ) -> torch.Tensor:
+    "Clip `boxes` to `[0, w] x [0, h]` of `size`, as `clip_to_sizes` does."
     x = boxes[..., 0::2].clamp(min=0).minimum(size[..., 1:2])
     y = boxes[..., 1::2].clamp(min=0).minimum(size[..., 0:1])
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
 
 # %% ../../nbs/45_deploy_onnx.ipynb #447bb606
-NMS_KINDS = ('onnx', 'tensorrt')   # ONNX's NonMaxSuppression operator, or TensorRT's EfficientNMS_TRT plugin (see TensorRT below)
+NMS_KINDS = ('onnx', 'tensorrt')   # ONNX's NonMaxSuppression operator or TensorRT's EfficientNMS_TRT plugin (see below)
 
 class DetectionGraph(nn.Module):
-    "`model` from normalized `images [B, 3, H, W]` to padded detections, or its raw outputs (`postprocess=False`); NMS by `nms`."
-    def __init__(self, model:Detector, postprocess:bool=True, max_detections:int|None=None, nms:str='onnx'):
+    "`model` from normalized images to padded detections, or to its raw outputs; NMS by `nms`."
+    def __init__(self,
+                 model:Detector,               # a detector that says its `graph_kind`
+                 postprocess:bool=True,        # end with padded detections; False: with the raw outputs
+                 max_detections:int|None=None, # `K`, the rows per image (default: the model's)
+                 nms:str='onnx',               # one of `NMS_KINDS`
+                ):
         super().__init__()
         self.kind = getattr(model, 'graph_kind', None)
         if self.kind is None:
-            raise ExportError(None, f'cannot export a {type(model).__name__}: it says no graph_kind (what its graph ends with)',
-                              fix='Export it with torch.onnx.export yourself, or give the detector graph_kind and its graph methods')
-        if nms not in NMS_KINDS: raise ExportError(None, f'unknown nms={nms!r}', fix=f"Use one of {', '.join(NMS_KINDS)}")
+            raise ExportError(
+                None, f'cannot export a {type(model).__name__}: it says no graph_kind (what its graph ends with)',
+                fix='Export it with torch.onnx.export yourself, or give the detector graph_kind and its graph methods')
+        if nms not in NMS_KINDS:
+            raise ExportError(None, f'unknown nms={nms!r}', fix=f"Use one of {', '.join(NMS_KINDS)}")
         if self.kind == 'instances' and nms != 'onnx':
-            raise ExportError(None, f"{type(model).__name__} removes duplicates inside the graph (matrix NMS), not by box NMS",
-                              fix="Export it with nms='onnx'")
+            raise ExportError(
+                None, f"{type(model).__name__} removes duplicates inside the graph (matrix NMS), not by box NMS",
+                fix="Export it with nms='onnx'")
         self.model, self.postprocess, self.nms = model, postprocess, nms
         self.max_detections = max_detections or model.max_detections
 
@@ -105,18 +134,24 @@ class DetectionGraph(nn.Module):
         m, p = self.model, next(self.model.parameters())
         training = m.training
         try:
-            with torch.no_grad(): return m.eval().graph_outputs(m(p.new_zeros(1, 3, 256, 256)))   # every level 2x2 or more: GroupNorm needs it
+            with torch.no_grad():   # a blank 256 x 256 image: every level 2x2 or more, GroupNorm needs it
+                return m.eval().graph_outputs(m(p.new_zeros(1, 3, 256, 256)))
         finally: m.train(training)
 
-    def forward(self, images:torch.Tensor, sizes:torch.Tensor|None=None) -> tuple:
-        "Detections (or raw outputs) of `images`; `sizes [B, 2]` are the images' `(h, w)` inside the padding (default: the whole input)."
+    def forward(self,
+                images:torch.Tensor,          # a normalized batch `[B, 3, H, W]`
+                sizes:torch.Tensor|None=None, # `[B, 2]` each image's `(h, w)` inside the padding (default: all of it)
+               ) -> tuple:
+        "Detections (or raw outputs) of `images`."
         m = self.model
         outputs = m(images)
         if not self.postprocess: return tuple(m.graph_outputs(outputs).values())
         if self.kind == 'instances': return m.graph_instances(outputs, self.max_detections)
         boxes, scores, labels = m.graph_candidates(outputs)
         limits = input_size(images) if sizes is None else sizes.to(boxes.dtype)[:, None]
-        if self.nms == 'tensorrt': return tensorrt_nms(graph_clip(boxes, limits), scores, labels, m.score_thresh, m.nms_thresh, self.max_detections, m.num_classes)
+        if self.nms == 'tensorrt':
+            return tensorrt_nms(graph_clip(boxes, limits), scores, labels, m.score_thresh, m.nms_thresh,
+                                self.max_detections, m.num_classes)
         return graph_nms(graph_clip(boxes, limits), scores, labels, m.score_thresh, m.nms_thresh, self.max_detections)
 
 # %% ../../nbs/45_deploy_onnx.ipynb #cdfecbc7
@@ -126,54 +161,76 @@ def _pipeline(model_or_learner, model:nn.Module) -> dict:
         try: return input_pipeline(model_or_learner.dls)
         except (ValueError, AttributeError): pass   # a classifier's DataLoaders: only the normalization is known
         norms = [t for t in model_or_learner.dls.after_batch.fs if isinstance(t, Normalize)]
-        if norms: return dict(mean=torch.as_tensor(norms[0].mean).flatten().tolist(), std=torch.as_tensor(norms[0].std).flatten().tolist())
+        if norms: return dict(mean=torch.as_tensor(norms[0].mean).flatten().tolist(),
+                              std=torch.as_tensor(norms[0].std).flatten().tolist())
         return {}
     config = getattr(model, 'config', None) or {}
     return {k: config[k] for k in ('size', 'pad_multiple', 'mean', 'std') if config.get(k) is not None}
 
-def model_metadata(model_or_learner, vocab=None) -> dict:
-    "Plain metadata of a model or learner: `vocab` (class names), `arch`, `task` and the input pipeline (`size`, `pad_multiple`, `mean`, `std`)."
+def model_metadata(model_or_learner, # a model or a `Learner`
+                   vocab=None,       # the class names (default: the model's `vocab`, else the DataLoaders')
+                  ) -> dict:         # `task`, `arch`, `backbone`, `vocab`, and the input pipeline's keys that are known
+    "Plain metadata of a model or learner: class names, architecture, task and the input pipeline."
     model = unwrap_model(model_or_learner)
     vocab = vocab if vocab is not None else getattr(model, 'vocab', None)
     if vocab is None and isinstance(model_or_learner, Learner): vocab = getattr(model_or_learner.dls, 'vocab', None)
     config = getattr(model, 'config', None) or {}
-    return dict(task='detection' if isinstance(model, Detector) else 'classification', arch=config.get('arch', type(model).__name__),
-                backbone=config.get('backbone') if isinstance(config.get('backbone'), str) else None, vocab=None if vocab is None else [str(v) for v in vocab], **_pipeline(model_or_learner, model))
+    return dict(task='detection' if isinstance(model, Detector) else 'classification',
+                arch=config.get('arch', type(model).__name__),
+                backbone=config.get('backbone') if isinstance(config.get('backbone'), str) else None,
+                vocab=None if vocab is None else [str(v) for v in vocab], **_pipeline(model_or_learner, model))
 
 # %% ../../nbs/45_deploy_onnx.ipynb #4cf4746e
 def _require(module:str, file):
     try: return __import__(module)
     except ImportError as e:
-        raise ExportError(file, f'needs the package {module!r}, which is not installed', fix='pip install onnx onnxruntime onnxslim') from e
+        raise ExportError(file, f'needs the package {module!r}, which is not installed',
+                          fix='pip install onnx onnxruntime onnxslim') from e
 
-def onnx_metadata(path) -> dict:
-    "The visionnb metadata of the ONNX file `path` (class names, architecture, input pipeline, outputs, NMS), read without running the file."
+def onnx_metadata(path, # an ONNX file that `export_onnx` wrote
+                 ) -> dict: # class names, architecture, input pipeline, outputs, NMS
+    "The visionnb metadata of the ONNX file `path`, read without running the file."
     proto = _require('onnx', path).load(str(path), load_external_data=False)
-    return {p.key[len('visionnb.'):]: json.loads(p.value) for p in proto.metadata_props if p.key.startswith('visionnb.')}
+    return {p.key[len('visionnb.'):]: json.loads(p.value) for p in proto.metadata_props
+            if p.key.startswith('visionnb.')}
 
 def _image_shape(image_size, metadata:dict, file) -> tuple:
     size = image_size if image_size is not None else metadata.get('size')
     if size is None:
         if metadata['task'] == 'classification': size = 224
-        else: raise ExportError(file, 'the input size is unknown (the model was not loaded with load_detector nor exported from a learner)',
+        else: raise ExportError(file, 'the input size is unknown '
+                                '(the model was not loaded with load_detector nor exported from a learner)',
                                 fix='Pass image_size=(height, width)')
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     multiple = metadata.get('pad_multiple', 1) or 1
     return -(-h // multiple) * multiple, -(-w // multiple) * multiple
 
-def export_onnx(model_or_learner, path, image_size=None, batch_size:int=1, dynamic:bool=False, postprocess:bool=True,
-                max_detections:int|None=None, opset:int=17, simplify:bool=True, vocab=None, nms:str='onnx') -> Path:
-    "Export a detector (with decoding and NMS unless `postprocess=False`; NMS by ONNX's operator or, `nms='tensorrt'`, TensorRT's plugin) or classifier to the ONNX file `path`, with class names and input pipeline as metadata."
+def export_onnx(model_or_learner,             # a detector or classifier, or a `Learner` of one
+                path,                         # the ONNX file to write
+                image_size=None,              # `(h, w)` or one side (default: the metadata's, 224 for a classifier)
+                batch_size:int=1,             # the batch size of a static graph
+                dynamic:bool=False,           # batch, height and width as named axes, not fixed
+                postprocess:bool=True,        # a detector's decoding and NMS in the graph; False: its raw outputs
+                max_detections:int|None=None, # `K`, the detections per image (default: the model's)
+                opset:int=17,                 # the ONNX opset
+                simplify:bool=True,           # simplify the graph with `onnxslim`
+                vocab=None,                   # the class names (default: the model's or the learner's)
+                nms:str='onnx',               # NMS by ONNX's operator or, `'tensorrt'`, TensorRT's plugin
+               ) -> Path:
+    "Export a detector or classifier to the ONNX file `path`, with class names and input pipeline as metadata."
     path = Path(path)
     onnx = _require('onnx', path)
     model = unwrap_model(model_or_learner)
     metadata = model_metadata(model_or_learner, vocab)
     height, width = _image_shape(image_size, metadata, path)
     if isinstance(model, Detector):
-        if getattr(model, 'score_voting', False): warnings.warn(f'{path}: the graph has no score voting (PAA): its scores are the NMS survivors\' own')
+        if getattr(model, 'score_voting', False):
+            warnings.warn(f'{path}: the graph has no score voting (PAA): its scores are the NMS survivors\' own')
         module = DetectionGraph(model, postprocess, max_detections, nms)
         output_names = module.output_names
-        if postprocess: metadata.update(dict(outputs=module.kind, max_detections=module.max_detections, nms=nms), **model.graph_settings())
+        if postprocess:
+            metadata.update(dict(outputs=module.kind, max_detections=module.max_detections, nms=nms),
+                            **model.graph_settings())
         else: metadata.update(outputs='raw')
     else: module, output_names, metadata['outputs'] = model, ['logits'], 'logits'
     training = model.training
@@ -181,20 +238,26 @@ def export_onnx(model_or_learner, path, image_size=None, batch_size:int=1, dynam
     path.parent.mkdir(parents=True, exist_ok=True)
     images = torch.zeros(batch_size, 3, height, width, device=next(model.parameters()).device)
     inputs, input_names = ((images,), ['images'])
-    if postprocess and getattr(model, 'graph_kind', None) == 'detections':   # instances' masks are cropped to each image's size after the graph
+    # instances' masks are cropped to each image's size after the graph
+    if postprocess and getattr(model, 'graph_kind', None) == 'detections':
         inputs, input_names = (images, torch.tensor([[height, width]] * batch_size)), ['images', 'sizes']
     axes = {'images': {0: 'batch', 2: 'height', 3: 'width'}, 'sizes': {0: 'batch'}}
     axes.update({name: {0: 'batch'} for name in output_names if name != 'priors'})
-    axes.update({name: {0: 'batch', 2: 'mask_height', 3: 'mask_width'} for name in ('mask_probabilities', 'mask_features')})
+    axes.update({name: {0: 'batch', 2: 'mask_height', 3: 'mask_width'}
+                 for name in ('mask_probabilities', 'mask_features')})
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter('ignore')   # the TorchScript exporter's deprecation and tracer warnings
-            torch.onnx.export(module, inputs, str(path), dynamo=False, input_names=input_names, output_names=output_names,
-                              dynamic_axes={k: v for k, v in axes.items() if k in input_names + output_names} if dynamic else None, opset_version=opset)
+            torch.onnx.export(module, inputs, str(path), dynamo=False, input_names=input_names,
+                              output_names=output_names,
+                              dynamic_axes=({k: v for k, v in axes.items() if k in input_names + output_names}
+                                            if dynamic else None),
+                              opset_version=opset)
     except ExportError: raise
     except Exception as e:
-        raise ExportError(path, f'torch.onnx.export failed for {type(model).__name__}: {type(e).__name__}: {str(e)[:300]}',
-                         fix='Try postprocess=False, another opset, or report the model') from e
+        raise ExportError(path,
+                          f'torch.onnx.export failed for {type(model).__name__}: {type(e).__name__}: {str(e)[:300]}',
+                          fix='Try postprocess=False, another opset, or report the model') from e
     finally: model.train(training)
     proto = onnx.load(str(path))
     if simplify: proto = _require('onnxslim', path).slim(proto)
@@ -205,7 +268,10 @@ def export_onnx(model_or_learner, path, image_size=None, batch_size:int=1, dynam
     return path
 
 @patch
-def export_onnx(self:Learner, path, **kwargs) -> Path:
+def export_onnx(self:Learner,
+                path,     # the ONNX file to write
+                **kwargs, # to `export_onnx`
+               ) -> Path: # the file written
     "Export this learner's model to the ONNX file `path` with its class names and input pipeline: see `export_onnx`."
     return export_onnx(self, path, **kwargs)
 
@@ -214,24 +280,33 @@ def as_numpy(x) -> np.ndarray:
     "A tensor (on any device) or array-like as a numpy array."
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
-def padding_value(metadata:dict, dtype=torch.float32) -> torch.Tensor:
-    "`[3]`: what the file's normalization turns the padding colour into (0 when the file does not say its normalization)."
+def padding_value(metadata:dict,       # an exported file's metadata
+                  dtype=torch.float32,
+                 ) -> torch.Tensor:    # `[3]`
+    "What the file's normalization turns the padding colour into (0 when the file does not say its normalization)."
     if 'mean' not in metadata or 'std' not in metadata: return torch.zeros(3, dtype=dtype)
     return ((torch.tensor(PAD_FILL) / 255 - torch.tensor(metadata['mean'])) / torch.tensor(metadata['std'])).to(dtype)
 
 class OnnxModel:
-    "An exported visionnb ONNX file run by ONNX Runtime: `__call__` on normalized batches, `predict` on images, `metadata` from the file."
-    def __init__(self, path, threads:int|None=None, providers=('CPUExecutionProvider',)):
+    "An exported visionnb ONNX file run by ONNX Runtime: `__call__` on normalized batches, `predict` on images."
+    def __init__(self,
+                 path,                                 # the file that `export_onnx` wrote
+                 threads:int|None=None,                # ONNX Runtime's intra-op threads (default: its own)
+                 providers=('CPUExecutionProvider',),  # ONNX Runtime's execution providers
+                ):
         self.path = Path(path)
-        if not self.path.is_file(): raise ExportError(self.path, 'ONNX file not found', fix='Pass the path export_onnx wrote')
+        if not self.path.is_file():
+            raise ExportError(self.path, 'ONNX file not found', fix='Pass the path export_onnx wrote')
         ort = _require('onnxruntime', self.path)
         options = ort.SessionOptions()
         if threads: options.intra_op_num_threads = threads
         try: self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
         except Exception as e:
             if onnx_metadata(self.path).get('nms') == 'tensorrt':
-                raise ExportError(self.path, "holds TensorRT's EfficientNMS_TRT plugin (exported with nms='tensorrt'), which ONNX Runtime cannot run",
-                                  fix="Build a TensorRT engine from it (build_engine, TensorRTModel), or export with nms='onnx' for ONNX Runtime") from e
+                raise ExportError(self.path, "holds TensorRT's EfficientNMS_TRT plugin (exported with nms='tensorrt'), "
+                                  "which ONNX Runtime cannot run",
+                                  fix="Build a TensorRT engine from it (build_engine, TensorRTModel), "
+                                      "or export with nms='onnx' for ONNX Runtime") from e
             raise
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata = {k[len('visionnb.'):]: json.loads(v) for k, v in props.items() if k.startswith('visionnb.')}
@@ -240,8 +315,11 @@ class OnnxModel:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, images, sizes=None) -> dict:
-        "The graph's outputs by name (numpy) for a normalized float batch `[B, 3, H, W]` whose images fill `sizes [B, 2]` `(h, w)` (default: all of it)."
+    def __call__(self,
+                 images,     # a normalized float batch `[B, 3, H, W]`, tensor or array
+                 sizes=None, # `[B, 2]` the `(h, w)` each image fills (default: all of it)
+                ) -> dict:
+        "The graph's outputs by name (numpy) for `images`."
         images = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
         feed = {'images': images.astype(np.float32, copy=False)}
         if 'sizes' in self.input_names:
@@ -250,29 +328,41 @@ class OnnxModel:
         return dict(zip(self.output_names, self.session.run(None, feed)))
 
     def _fit(self, batch:torch.Tensor, sizes) -> list[tuple]:
-        "`(images, sizes)` chunks of `batch` that the graph takes: a static graph's height, width and batch size reached by padding."
+        "`(images, sizes)` chunks of `batch` the graph takes, padded to a static graph's height, width and batch size."
         b, h, w = self.input_shape[0], self.input_shape[2], self.input_shape[3]
         sizes = np.asarray(sizes, np.int64)
         if not isinstance(h, int) or not isinstance(w, int): return [(batch, sizes)]
         if batch.shape[-2] > h or batch.shape[-1] > w:
-            raise ExportError(self.path, f'an input of {tuple(batch.shape[-2:])} px does not fit the static graph ({h}x{w})', fix='Export with dynamic=True or a larger image_size')
+            raise ExportError(self.path,
+                              f'an input of {tuple(batch.shape[-2:])} px does not fit the static graph ({h}x{w})',
+                              fix='Export with dynamic=True or a larger image_size')
         rows = -(-len(batch) // b) * b   # whole batches of the graph's size; the extra rows are padding, dropped after
         padded = padding_value(self.metadata, batch.dtype).view(1, 3, 1, 1).repeat(rows, 1, h, w)
         padded[:len(batch), :, :batch.shape[-2], :batch.shape[-1]] = batch
         sizes = np.concatenate([sizes, np.tile(sizes[-1:], (rows - len(sizes), 1))])
         return [(padded[i:i + b], sizes[i:i + b]) for i in range(0, rows, b)]
 
-    def predictions(self, found:dict, sizes) -> list[dict]:
-        "The graph's padded outputs `found` (numpy, by name) as per-image predictions in the input frame of images filling `sizes`; masks (SOLOv2) upsampled, cropped and thresholded."
+    def predictions(self,
+                    found:dict, # the graph's padded outputs by name (numpy)
+                    sizes,      # the `(h, w)` each image fills in the input
+                   ) -> list[dict]:
+        "Per-image predictions in the input frame; masks (SOLOv2) upsampled, cropped and thresholded."
         if self.metadata.get('outputs') == 'instances':
-            counts, scores, labels, probabilities = (torch.from_numpy(np.asarray(found[k])) for k in ('num_detections', 'scores', 'labels', 'mask_probabilities'))
-            return instance_predictions(counts, scores, labels, probabilities, [tuple(map(int, s)) for s in sizes], self.metadata['mask_thresh'])
-        return [{k: torch.from_numpy(np.asarray(found[k][i, :n])) for k in ('boxes', 'scores', 'labels')} for i, n in enumerate(np.asarray(found['num_detections']).tolist())]
+            counts, scores, labels, probabilities = (torch.from_numpy(np.asarray(found[k])) for k in
+                                                     ('num_detections', 'scores', 'labels', 'mask_probabilities'))
+            return instance_predictions(counts, scores, labels, probabilities, [tuple(map(int, s)) for s in sizes],
+                                        self.metadata['mask_thresh'])
+        return [{k: torch.from_numpy(np.asarray(found[k][i, :n])) for k in ('boxes', 'scores', 'labels')}
+                for i, n in enumerate(np.asarray(found['num_detections']).tolist())]
 
-    def predict(self, items, bs:int=8) -> list[dict]:
-        "Per image: `boxes` in its original pixels, `scores`, `labels`, class `names`, `file`, `orig_size` (as `predict_detections`), and `masks` for SOLOv2."
+    def predict(self,
+                items,    # one image, a folder, a batch tensor or array, or a list of those
+                bs:int=8, # images per batch
+               ) -> list[dict]: # per image `boxes`, `scores`, `labels`, `names`, `file`, `orig_size`; SOLOv2 `masks`
+        "Detections of `items` in their original pixels, with class `names`, as `predict_detections` gives them."
         if self.metadata.get('outputs') not in ('detections', 'instances'):
-            raise ExportError(self.path, f"holds {self.metadata.get('outputs')} outputs, not detections", fix='Export with postprocess=True')
+            raise ExportError(self.path, f"holds {self.metadata.get('outputs')} outputs, not detections",
+                              fix='Export with postprocess=True')
         pipeline = {k: self.metadata[k] for k in ('size', 'pad_multiple', 'mean', 'std')}
         images, results = expand_images(items), []
         for start in range(0, len(images), bs):
@@ -280,9 +370,11 @@ class OnnxModel:
             batch, sizes, orig_sizes = detection_inputs([image for image, _ in loaded], **pipeline)
             outputs = [self(images_part, sizes_part) for images_part, sizes_part in self._fit(batch, sizes)]
             found = {k: np.concatenate([as_numpy(o[k]) for o in outputs])[:len(loaded)] for k in self.output_names}
-            for prediction, (_, file), size, orig_size in zip(self.predictions(found, sizes), loaded, sizes, orig_sizes):
+            for prediction, (_, file), size, orig_size in zip(self.predictions(found, sizes), loaded, sizes,
+                                                               orig_sizes):
                 prediction = to_original(prediction, size, orig_size)
-                results.append(dict(prediction, names=[self.vocab[l] for l in prediction['labels'].tolist()], file=file, orig_size=orig_size))
+                results.append(dict(prediction, names=[self.vocab[l] for l in prediction['labels'].tolist()], file=file,
+                                    orig_size=orig_size))
         return results
 
 # %% ../../nbs/45_deploy_onnx.ipynb #bf53e7e7
@@ -308,8 +400,10 @@ def reference_outputs(model:nn.Module,      # the PyTorch model a file was expor
             return dict(zip(graph.output_names, graph(images)))
         return dict(logits=model(images))
 
-def detection_agreement(expected:list[dict], found:list[dict]) -> dict:
-    "How far the detections `found` are from `expected` (lists of per-image predictions, best first): the share of images with as many detections, the share of equal labels and the largest box and score differences over the rows both have."
+def detection_agreement(expected:list[dict], # per-image predictions, best first
+                        found:list[dict],    # the same images' predictions; only the rows both have are compared
+                       ) -> dict:            # `count_agreement`, `label_agreement` (shares), `box_diff`, `score_diff`
+    "How far `found` is from `expected`: shares of equal counts and labels, largest box and score differences."
     same_count, same_label, compared, box, score = 0, 0, 0, 0., 0.
     for e, f in zip(expected, found):
         same_count += len(e['scores']) == len(f['scores'])
@@ -319,11 +413,14 @@ def detection_agreement(expected:list[dict], found:list[dict]) -> dict:
         same_label += int((e['labels'][:n] == f['labels'][:n]).sum())
         box = max(box, float((e['boxes'][:n] - f['boxes'][:n]).abs().max()))
         score = max(score, float((e['scores'][:n] - f['scores'][:n]).abs().max()))
-    return dict(images=len(expected), detections=sum(len(e['scores']) for e in expected), count_agreement=same_count / max(len(expected), 1),
-                label_agreement=same_label / max(compared, 1), box_diff=box, score_diff=score)
+    return dict(images=len(expected), detections=sum(len(e['scores']) for e in expected),
+                count_agreement=same_count / max(len(expected), 1), label_agreement=same_label / max(compared, 1),
+                box_diff=box, score_diff=score)
 
-def mask_agreement(expected:list[dict], found:list[dict]) -> dict:
-    "The smallest and the mean IoU between the masks of `expected` and `found` instance by instance (best first), over the rows both have."
+def mask_agreement(expected:list[dict], # per-image predictions with `masks`, best first
+                   found:list[dict],    # the same images' predictions; only the rows both have are compared
+                  ) -> dict:            # `min_mask_iou`, `mean_mask_iou`
+    "The smallest and the mean IoU between the masks of `expected` and `found`, instance by instance."
     ious = []
     for e, f in zip(expected, found):
         n = min(len(e['masks']), len(f['masks']))
@@ -331,8 +428,13 @@ def mask_agreement(expected:list[dict], found:list[dict]) -> dict:
         ious += ((a & b).sum(1) / (a | b).sum(1).clamp(min=1)).tolist()
     return dict(min_mask_iou=min(ious, default=1.), mean_mask_iou=float(np.mean(ious)) if ious else 1.)
 
-def onnx_parity(model, path, images:torch.Tensor, runs:int=5, threads:int|None=None) -> dict:
-    "Compare the ONNX file `path` with the PyTorch `model` on the normalized batch `images` (whole images, no padding): largest differences, label agreement, median latency (ms)."
+def onnx_parity(model,                 # the PyTorch model (or its learner) that the file was exported from
+                path,                  # the ONNX file
+                images:torch.Tensor,   # a normalized batch `[B, 3, H, W]` of whole images (no padding)
+                runs:int=5,            # timed calls for each median latency
+                threads:int|None=None, # ONNX Runtime's intra-op threads
+               ) -> dict:              # largest differences, label agreement, median latencies in ms
+    "Compare the ONNX file `path` with the PyTorch `model` on `images`."
     model, runner = unwrap_model(model).eval(), OnnxModel(path, threads)
     kind = runner.metadata.get('outputs', 'logits')
     expected, found = reference_outputs(model, images, kind), runner(images)
@@ -341,7 +443,8 @@ def onnx_parity(model, path, images:torch.Tensor, runs:int=5, threads:int|None=N
         rows = runner.predictions(found, [tuple(images.shape[-2:])] * len(images))
         report.update(detection_agreement(expected, rows), detections=int(found['num_detections'].sum()))
         if kind == 'instances': report.update(mask_agreement(expected, rows))
-    else: report.update({f'{k}_diff': float((torch.from_numpy(found[k]) - v.float()).abs().max()) for k, v in expected.items()})
+    else: report.update({f'{k}_diff': float((torch.from_numpy(found[k]) - v.float()).abs().max())
+                         for k, v in expected.items()})
     with torch.no_grad():
         report['torch_ms'] = median_ms(lambda: reference_outputs(model, images, kind), runs)
     report['onnx_ms'] = median_ms(lambda: runner(images), runs)
@@ -349,29 +452,47 @@ def onnx_parity(model, path, images:torch.Tensor, runs:int=5, threads:int|None=N
 
 # %% ../../nbs/45_deploy_onnx.ipynb #2a4d0509
 class EfficientNMS(torch.autograd.Function):
-    "TensorRT's `EfficientNMS_TRT` plugin on `boxes [B, N, 4]` (xyxy) and per-class `scores [B, N, C]`: `(num_detections [B, 1], boxes [B, K, 4], scores [B, K], classes [B, K])`, int32 counts and classes, zero padding; `graph_nms` eagerly, the plugin node traced."
+    "TensorRT's `EfficientNMS_TRT` plugin (traced), `graph_nms` eagerly; int32 counts and classes, zero padding."
     @staticmethod
-    def forward(ctx, boxes:torch.Tensor, scores:torch.Tensor, score_thresh:float, iou_thresh:float, max_detections:int) -> tuple:
+    def forward(ctx,
+                boxes:torch.Tensor,  # `[B, N, 4]` xyxy
+                scores:torch.Tensor, # `[B, N, C]`, one score per class
+                score_thresh:float,
+                iou_thresh:float,
+                max_detections:int,  # `K`
+               ) -> tuple: # `(num_detections [B, 1], boxes [B, K, 4], scores [B, K], classes [B, K])`
         b, n, c = scores.shape
         classes = torch.arange(c, device=scores.device).expand(b, n, c).reshape(b, n * c)
-        num, kept, kept_scores, labels = graph_nms(boxes[:, :, None].expand(b, n, c, 4).reshape(b, n * c, 4), scores.reshape(b, n * c), classes,
-                                                   score_thresh, iou_thresh, max_detections)
+        num, kept, kept_scores, labels = graph_nms(boxes[:, :, None].expand(b, n, c, 4).reshape(b, n * c, 4),
+                                                   scores.reshape(b, n * c), classes, score_thresh, iou_thresh,
+                                                   max_detections)
         return num[:, None].int(), kept, kept_scores, labels.clamp(min=0).int()   # the plugin's padding: class 0
 
     @staticmethod
     def symbolic(g, boxes, scores, score_thresh, iou_thresh, max_detections):
-        outputs = g.op('TRT::EfficientNMS_TRT', boxes, scores, outputs=4, plugin_version_s='1', score_threshold_f=score_thresh,
-                       iou_threshold_f=iou_thresh, max_output_boxes_i=max_detections, background_class_i=-1, score_activation_i=0,
-                       class_agnostic_i=0, box_coding_i=0)
+        outputs = g.op('TRT::EfficientNMS_TRT', boxes, scores, outputs=4, plugin_version_s='1',
+                       score_threshold_f=score_thresh, iou_threshold_f=iou_thresh, max_output_boxes_i=max_detections,
+                       background_class_i=-1, score_activation_i=0, class_agnostic_i=0, box_coding_i=0)
         floats = boxes.type()   # types and shapes the exporter cannot infer for a custom node
-        for value, dtype, shape in zip(outputs, (torch.int32, None, None, torch.int32), ([None, 1], [None, max_detections, 4], [None, max_detections], [None, max_detections])):
+        for value, dtype, shape in zip(outputs, (torch.int32, None, None, torch.int32),
+                                       ([None, 1], [None, max_detections, 4], [None, max_detections],
+                                        [None, max_detections])):
             value.setType((floats.with_dtype(dtype) if dtype else floats).with_sizes(shape))
         return outputs
 
-def tensorrt_nms(boxes:torch.Tensor, scores:torch.Tensor, labels:torch.Tensor, score_thresh:float, iou_thresh:float, max_detections:int, num_classes:int) -> tuple:
-    "`graph_nms`'s result for candidates `[B, N]` through TensorRT's `EfficientNMS_TRT` plugin, in `padded_detections`' layout."
+def tensorrt_nms(boxes:torch.Tensor,  # `[B, N, 4]` candidate boxes
+                 scores:torch.Tensor, # `[B, N]`
+                 labels:torch.Tensor, # `[B, N]`
+                 score_thresh:float,
+                 iou_thresh:float,
+                 max_detections:int,  # `K`, the most detections per image
+                 num_classes:int,     # the plugin's score columns
+                ) -> tuple:           # in `padded_detections`' layout
+    "`graph_nms`'s result for candidates through TensorRT's `EfficientNMS_TRT` plugin."
     one_hot = (labels[..., None] == torch.arange(num_classes, device=labels.device)).to(scores.dtype)
-    num, boxes, scores, classes = EfficientNMS.apply(boxes, scores[..., None] * one_hot, max(score_thresh, 1e-6), iou_thresh, max_detections)   # a zero threshold would keep the zeros
+    # a zero threshold would keep the zeros
+    num, boxes, scores, classes = EfficientNMS.apply(boxes, scores[..., None] * one_hot, max(score_thresh, 1e-6),
+                                                     iou_thresh, max_detections)
     num = num[:, 0].long()
     filled = torch.arange(max_detections, device=num.device) < num[:, None]
     return num, boxes, scores, torch.where(filled, classes.long(), -1)

@@ -32,40 +32,55 @@ def _import_tensorrt():
         return tensorrt, None
     except Exception as e: return None, f'{type(e).__name__}: {e}'   # missing package, or its CUDA libraries
 
-def tensorrt_status(precision:str|None=None) -> str|None:
-    "`None` when TensorRT can build and run engines here (at `precision`, if given), else one sentence that says why not and what to do."
+def tensorrt_status(precision:str|None=None, # check this precision too, if given
+                   ) -> str|None: # `None`, or one sentence that says why not and what to do
+    "Whether TensorRT can build and run engines here: `None` when it can."
     trt, error = _import_tensorrt()
     missing = []
-    if trt is None: missing.append(f'the Python package `tensorrt` cannot be imported ({error}); install it with {TENSORRT_INSTALL}')
+    if trt is None:
+        missing.append(f'the Python package `tensorrt` cannot be imported ({error}); '
+                       f'install it with {TENSORRT_INSTALL}')
     if not torch.cuda.is_available():
-        missing.append(f'PyTorch {torch.__version__} sees no CUDA GPU (TensorRT runs on NVIDIA GPUs only); run on a machine with one and a CUDA build of PyTorch')
+        missing.append(f'PyTorch {torch.__version__} sees no CUDA GPU (TensorRT runs on NVIDIA GPUs only); '
+                       'run on a machine with one and a CUDA build of PyTorch')
     if missing: return 'TensorRT cannot be used here: ' + '; and '.join(missing) + '.'
     version = trt.__version__
-    if int(version.split('.')[0]) < 10: return f'TensorRT {version} is too old: visionnb uses the TensorRT 10 API (named tensors, execute_async_v3); install it with {TENSORRT_INSTALL}.'
+    if int(version.split('.')[0]) < 10:
+        return (f'TensorRT {version} is too old: visionnb uses the TensorRT 10 API (named tensors, execute_async_v3); '
+                f'install it with {TENSORRT_INSTALL}.')
     if precision in ('fp16', 'int8') and not hasattr(trt.BuilderFlag, precision.upper()):
-        return (f'TensorRT {version} builds strongly typed networks only (the FP16 and INT8 builder flags were removed in TensorRT 11), so build_engine can build '
-                f"precision='fp32' only; for {precision}, install TensorRT 10 with {TENSORRT_INSTALL}.")
+        return (f'TensorRT {version} builds strongly typed networks only (the FP16 and INT8 builder flags were removed '
+                f"in TensorRT 11), so build_engine can build precision='fp32' only; for {precision}, "
+                f'install TensorRT 10 with {TENSORRT_INSTALL}.')
     if precision == 'int8' and not hasattr(trt, 'IInt8EntropyCalibrator2'):
-        return f'TensorRT {version} has no INT8 calibrator (IInt8EntropyCalibrator2); install TensorRT 10 with {TENSORRT_INSTALL}.'
+        return (f'TensorRT {version} has no INT8 calibrator (IInt8EntropyCalibrator2); '
+                f'install TensorRT 10 with {TENSORRT_INSTALL}.')
     return None
 
-def require_tensorrt(precision:str|None=None, file=None):
+def require_tensorrt(precision:str|None=None, # checked as `tensorrt_status` does, if given
+                     file=None,                # the file named in the error
+                    ):
     "The `tensorrt` module, or an `ExportError` (naming `file`) with `tensorrt_status`'s sentence."
     if precision is not None and precision not in TENSORRT_PRECISIONS:
-        raise ExportError(file, f'unknown TensorRT precision {precision!r}', fix=f"Use one of {', '.join(TENSORRT_PRECISIONS)}")
+        raise ExportError(file, f'unknown TensorRT precision {precision!r}',
+                          fix=f"Use one of {', '.join(TENSORRT_PRECISIONS)}")
     status = tensorrt_status(precision)
     if status is not None: raise ExportError(file, status)
     return _import_tensorrt()[0]
 
 # %% ../../nbs/45a_deploy_tensorrt.ipynb #52d33391
-def calibration_batches(data, shape, fill=None, limit:int|None=None):
-    "`(images, sizes)` of exactly `shape = (B, 3, H, W)` from a DataLoader or iterable of normalized image batches (a tuple's first element): cut or padded with `fill [3]`, images repeated to `B`; `sizes [B, 2]` are the images' `(h, w)` inside the padding."
+def calibration_batches(data,                # DataLoader or iterable of normalized image batches (a tuple's first item)
+                        shape,               # `(B, 3, H, W)`, exactly that of every batch yielded
+                        fill=None,           # `[3]` the padding value (default: zeros)
+                        limit:int|None=None, # the most batches taken from `data`
+                       ):
+    "`(images, sizes)` of exactly `shape`: images cut or padded, repeated to `B`; `sizes [B, 2]` their `(h, w)` inside."
     b, channels, h, w = shape
     fill = torch.zeros(channels) if fill is None else torch.as_tensor(fill, dtype=torch.float32)
     for i, batch in enumerate(data):
         if limit is not None and i >= limit: break
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        images = torch.as_tensor(images).as_subclass(torch.Tensor).float()   # fastai's TensorImage would dispatch its own way
+        images = torch.as_tensor(images).as_subclass(torch.Tensor).float()  # TensorImage would dispatch its own way
         images = images[torch.arange(b) % len(images)]
         inside = min(h, images.shape[-2]), min(w, images.shape[-1])
         fitted = fill.to(images.device).view(1, channels, 1, 1).repeat(b, 1, h, w)
@@ -80,7 +95,8 @@ def _tensorrt_logger(trt):
             trt.ILogger.__init__(self)
             self.errors = []
         def log(self, severity, msg):
-            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR): self.errors.append(msg)
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(msg)
             elif severity == trt.ILogger.Severity.WARNING: warnings.warn(f'TensorRT: {msg}')
     return Logger()
 
@@ -89,26 +105,29 @@ def _write_bytes(path:Path, data:bytes) -> Path:
     return path
 
 def _profile_shapes(inputs:dict, metadata:dict, min_shape=None, opt_shape=None, max_shape=None, file=None) -> dict:
-    "`{input: (min, opt, max)}` of a dynamic file's `inputs` (name -> dims, -1 where dynamic) from `(batch, height, width)` triples; `{}` for a static file."
+    "`{input: (min, opt, max)}` of a dynamic file's `inputs` from `(batch, height, width)` triples; `{}` if static."
     if not any(-1 in dims for dims in inputs.values()): return {}
     multiple = metadata.get('pad_multiple') or 32
     side = -(-(metadata.get('size') or 224) // multiple) * multiple
     triples = [tuple(t) for t in (min_shape or (1, 32, 32), opt_shape or (1, side, side), max_shape or (8, side, side))]
     if not all(a <= b <= c for a, b, c in zip(*triples)):
-        raise ExportError(file, f'the profile shapes {triples} do not grow from min to opt to max', fix='Pass (batch, height, width) triples with min <= opt <= max')
+        raise ExportError(file, f'the profile shapes {triples} do not grow from min to opt to max',
+                          fix='Pass (batch, height, width) triples with min <= opt <= max')
     def full(name, dims, triple):
         b, h, w = triple
         wanted = (b, dims[1], h, w) if name == 'images' else (b, *dims[1:])
         return tuple(d if d >= 0 else v for d, v in zip(dims, wanted))
     return {name: tuple(full(name, dims, t) for t in triples) for name, dims in inputs.items()}
 
-def calibration_cache_path(onnx_path, shape) -> Path:
-    "The calibration cache beside `onnx_path`, named after the file's content and the calibration `shape`: a changed model never reuses old scales."
+def calibration_cache_path(onnx_path, # the ONNX file
+                           shape,     # the calibration batches' `(B, 3, H, W)`
+                          ) -> Path:
+    "The calibration cache beside `onnx_path`, named after its content and `shape`: new models never reuse old scales."
     digest = hashlib.sha256(Path(onnx_path).read_bytes() + str(tuple(shape)).encode()).hexdigest()[:12]
     return Path(onnx_path).with_name(f'{Path(onnx_path).stem}.{digest}.calib')
 
 def _entropy_calibrator(trt, batches, batch_size:int, cache:Path):
-    "TensorRT's entropy calibrator fed with `(images, sizes)` batches, moved to the GPU; its scales read from and written to `cache`."
+    "TensorRT's entropy calibrator fed `(images, sizes)` batches on the GPU; scales read from and written to `cache`."
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
@@ -117,18 +136,29 @@ def _entropy_calibrator(trt, batches, batch_size:int, cache:Path):
         def get_batch(self, names):
             batch = next(self.batches, None)
             if batch is None: return None
-            self.current = {'images': batch[0].cuda().contiguous(), 'sizes': batch[1].cuda().contiguous()}   # kept alive while TensorRT reads them
+            self.current = {'images': batch[0].cuda().contiguous(),
+                            'sizes': batch[1].cuda().contiguous()}   # kept alive while TensorRT reads them
             return [int(self.current[name].data_ptr()) for name in names]
         def read_calibration_cache(self): return cache.read_bytes() if cache.is_file() else None
         def write_calibration_cache(self, data): _write_bytes(cache, bytes(data))
     return EntropyCalibrator()
 
-def build_engine(onnx_path, engine_path=None, precision:str='fp32', calibration=None, calibration_batches_limit:int=32, calibration_cache=None,
-                 min_shape=None, opt_shape=None, max_shape=None, workspace:int=4 << 30) -> Path:
-    "Build a TensorRT engine of the ONNX file `onnx_path` at `precision` ('fp32', 'fp16', or 'int8' calibrated on `calibration` batches) and write it atomically to `engine_path`, with the file's metadata in a `.json` beside it."
+def build_engine(onnx_path,                         # the ONNX file `export_onnx` wrote
+                 engine_path=None,                  # default: `{stem}_{precision}.engine` beside `onnx_path`
+                 precision:str='fp32',              # 'fp32', 'fp16', or 'int8' (calibrated on `calibration`)
+                 calibration=None,                  # INT8's DataLoader or iterable of normalized image batches
+                 calibration_batches_limit:int=32,  # the most calibration batches
+                 calibration_cache=None,            # INT8's scales (default: `calibration_cache_path`)
+                 min_shape=None,                    # a dynamic file's smallest `(batch, height, width)`
+                 opt_shape=None,                    # ... the one TensorRT tunes for (INT8 calibrates at it)
+                 max_shape=None,                    # ... the largest
+                 workspace:int=4 << 30,             # TensorRT's workspace memory, in bytes
+                ) -> Path: # the engine, with the ONNX file's metadata in a `.json` beside it
+    "Build a TensorRT engine of an ONNX file at `precision` and write it atomically."
     onnx_path = Path(onnx_path)
     trt = require_tensorrt(precision, onnx_path)
-    if not onnx_path.is_file(): raise ExportError(onnx_path, 'ONNX file not found', fix='Pass the path export_onnx wrote')
+    if not onnx_path.is_file():
+        raise ExportError(onnx_path, 'ONNX file not found', fix='Pass the path export_onnx wrote')
     engine_path = Path(engine_path) if engine_path else onnx_path.with_name(f'{onnx_path.stem}_{precision}.engine')
     metadata, logger = onnx_metadata(onnx_path), _tensorrt_logger(trt)
     trt.init_libnvinfer_plugins(logger, '')   # registers EfficientNMS_TRT for the parser
@@ -137,7 +167,8 @@ def build_engine(onnx_path, engine_path=None, precision:str='fp32', calibration=
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = '; '.join(parser.get_error(i).desc() for i in range(parser.num_errors))
-        raise ExportError(onnx_path, f"TensorRT's ONNX parser refused the file: {errors[:500]}", fix='Export with another opset, or postprocess=False')
+        raise ExportError(onnx_path, f"TensorRT's ONNX parser refused the file: {errors[:500]}",
+                          fix='Export with another opset, or postprocess=False')
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     if precision == 'fp32': config.clear_flag(trt.BuilderFlag.TF32)
@@ -152,38 +183,46 @@ def build_engine(onnx_path, engine_path=None, precision:str='fp32', calibration=
         shape = shapes['images'][1] if shapes else inputs['images']   # calibration runs at the profile's middle shape
         cache = Path(calibration_cache) if calibration_cache else calibration_cache_path(onnx_path, shape)
         if calibration is None and not cache.is_file():
-            raise ExportError(onnx_path, f'INT8 needs calibration batches (no calibration cache at {cache})', fix='Pass calibration= a DataLoader (e.g. learn.dls.train) or image batches')
+            raise ExportError(onnx_path, f'INT8 needs calibration batches (no calibration cache at {cache})',
+                              fix='Pass calibration= a DataLoader (e.g. learn.dls.train) or image batches')
         batches = calibration_batches(calibration or [], shape, padding_value(metadata), calibration_batches_limit)
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = _entropy_calibrator(trt, batches, shape[0], cache)
         if shapes: config.set_calibration_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise ExportError(onnx_path, f"TensorRT could not build a {precision} engine: {'; '.join(logger.errors)[:500] or 'see its log'}",
+        raise ExportError(onnx_path, f"TensorRT could not build a {precision} engine: "
+                                     f"{'; '.join(logger.errors)[:500] or 'see its log'}",
                           fix='Try precision="fp32", a larger workspace, or other profile shapes')
-    info = dict(metadata=metadata, precision=precision, tensorrt=trt.__version__, onnx=str(onnx_path), shapes=shapes or {k: [v] * 3 for k, v in inputs.items()})
+    info = dict(metadata=metadata, precision=precision, tensorrt=trt.__version__, onnx=str(onnx_path),
+                shapes=shapes or {k: [v] * 3 for k, v in inputs.items()})
     _write_bytes(engine_path.with_name(engine_path.name + '.json'), json.dumps(info).encode())
     return _write_bytes(engine_path, bytes(plan))
 
 # %% ../../nbs/45a_deploy_tensorrt.ipynb #198b3630
 def _torch_dtype(trt, dtype) -> torch.dtype:
     "The torch dtype of a TensorRT tensor type."
-    return {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16, trt.int32: torch.int32, trt.int64: torch.int64,
-            trt.int8: torch.int8, trt.uint8: torch.uint8, trt.bool: torch.bool}[dtype]
+    return {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
+            trt.int32: torch.int32, trt.int64: torch.int64, trt.int8: torch.int8, trt.uint8: torch.uint8,
+            trt.bool: torch.bool}[dtype]
 
 class TensorRTModel(OnnxModel):
-    "A TensorRT engine written by `build_engine`, run on the GPU: `__call__` on normalized batches (outputs as CUDA tensors), `predict` on images, `metadata` from the `.json` beside it."
-    def __init__(self, path, device=None):
+    "A TensorRT engine on the GPU: called on normalized batches, `predict` on images; `metadata` from its `.json`."
+    def __init__(self, path,     # the engine file `build_engine` wrote
+                 device=None,    # the CUDA device it runs on (default: the current one)
+                ):
         self.path = Path(path)
         trt = require_tensorrt(file=self.path)
-        if not self.path.is_file(): raise ExportError(self.path, 'engine file not found', fix='Pass the path build_engine wrote')
+        if not self.path.is_file():
+            raise ExportError(self.path, 'engine file not found', fix='Pass the path build_engine wrote')
         self.logger = _tensorrt_logger(trt)
         trt.init_libnvinfer_plugins(self.logger, '')
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise ExportError(self.path, f"TensorRT could not load the engine: {'; '.join(self.logger.errors)[:500]}",
-                              fix='Build it again with build_engine here: an engine belongs to the TensorRT version and GPU that built it')
+                              fix='Build it again with build_engine here: '
+                                  'an engine belongs to the TensorRT version and GPU that built it')
         self.context = self.engine.create_execution_context()
         self.device = torch.device('cuda', torch.cuda.current_device()) if device is None else torch.device(device)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -194,21 +233,27 @@ class TensorRTModel(OnnxModel):
         info = json.loads(side.read_text()) if side.is_file() else {}
         self.metadata, self.precision = info.get('metadata', {}), info.get('precision')
         self.vocab = self.metadata.get('vocab')
-        self.input_shape = [d if d >= 0 else axis for d, axis in zip(self.engine.get_tensor_shape('images'), ('batch', 'channels', 'height', 'width'))]
+        self.input_shape = [d if d >= 0 else axis for d, axis in zip(self.engine.get_tensor_shape('images'),
+                                                                      ('batch', 'channels', 'height', 'width'))]
 
-    def __call__(self, images, sizes=None) -> dict:
-        "The engine's outputs by name (CUDA tensors) for a normalized float batch `[B, 3, H, W]` whose images fill `sizes [B, 2]` `(h, w)` (default: all of it)."
-        feed = {'images': torch.as_tensor(images).as_subclass(torch.Tensor).to(self.device, self.dtypes['images']).contiguous()}
+    def __call__(self, images,   # a normalized float batch `[B, 3, H, W]`
+                 sizes=None,     # `[B, 2]` the `(h, w)` the images fill (default: all of it)
+                ) -> dict: # the outputs by name, CUDA tensors
+        "Run the engine on a normalized batch whose images fill `sizes`."
+        feed = {'images': (torch.as_tensor(images).as_subclass(torch.Tensor)
+                           .to(self.device, self.dtypes['images']).contiguous())}
         if 'sizes' in self.input_names:
             sizes = [tuple(feed['images'].shape[-2:])] * len(feed['images']) if sizes is None else as_numpy(sizes)
             feed['sizes'] = torch.as_tensor(np.asarray(sizes)).to(self.device, self.dtypes['sizes']).contiguous()
         for name, tensor in feed.items():
             if not self.context.set_input_shape(name, tuple(tensor.shape)):
                 low, _, high = self.engine.get_tensor_profile_shape(name, 0)
-                raise ExportError(self.path, f'input {name} of shape {tuple(tensor.shape)} is outside the engine\'s profile ({tuple(low)} to {tuple(high)})',
+                raise ExportError(self.path, f'input {name} of shape {tuple(tensor.shape)} is outside the engine\'s '
+                                             f'profile ({tuple(low)} to {tuple(high)})',
                                   fix='Build the engine with min_shape/max_shape that cover it')
             self.context.set_tensor_address(name, tensor.data_ptr())
-        outputs = {n: torch.empty(tuple(self.context.get_tensor_shape(n)), dtype=self.dtypes[n], device=self.device) for n in self.output_names}
+        outputs = {n: torch.empty(tuple(self.context.get_tensor_shape(n)), dtype=self.dtypes[n], device=self.device)
+                   for n in self.output_names}
         for name, tensor in outputs.items(): self.context.set_tensor_address(name, tensor.data_ptr())
         self._feed = feed   # the inputs live until the queued work has read them
         if not self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
@@ -223,36 +268,56 @@ def _synchronized(fn):
         return out
     return run
 
-def tensorrt_parity(model, engine_path, images:torch.Tensor, runs:int=20) -> dict:
-    "Compare the TensorRT engine `engine_path` with the PyTorch `model` (FP32, moved to the engine's GPU) on the normalized batch `images`: differences, agreement, median latency (ms) and speed-up."
+def tensorrt_parity(model,               # the PyTorch model, run in FP32 on the engine's GPU
+                    engine_path,         # the engine `build_engine` wrote
+                    images:torch.Tensor, # a normalized batch
+                    runs:int=20,         # timed runs of each, for the median latency
+                   ) -> dict: # differences, agreement, median latency (ms) of each and speed-up
+    "Compare a TensorRT engine with the PyTorch `model` it was built from on `images`."
     runner = TensorRTModel(engine_path)
     model, images = unwrap_model(model).eval().to(runner.device), images.to(runner.device)
     kind = runner.metadata.get('outputs', 'logits')
     expected, found = reference_outputs(model, images, kind), runner(images)
     report = dict(precision=runner.precision, batch=len(images), size=tuple(images.shape[-2:]))
     if kind == 'detections':
-        rows = [{k: found[k][i, :n].cpu() for k in ('boxes', 'scores', 'labels')} for i, n in enumerate(found['num_detections'].tolist())]
-        report.update(detection_agreement([{k: v.cpu() for k, v in e.items()} for e in expected], rows), detections=int(found['num_detections'].sum()))
+        rows = [{k: found[k][i, :n].cpu() for k in ('boxes', 'scores', 'labels')}
+                for i, n in enumerate(found['num_detections'].tolist())]
+        report.update(detection_agreement([{k: v.cpu() for k, v in e.items()} for e in expected], rows),
+                      detections=int(found['num_detections'].sum()))
     else:
         report.update({f'{k}_diff': float((found[k].float() - v.float()).abs().max()) for k, v in expected.items()})
-        if kind == 'logits': report['top1_agreement'] = float((found['logits'].argmax(-1) == expected['logits'].argmax(-1)).float().mean())
-    with torch.no_grad(): report['torch_ms'] = median_ms(_synchronized(lambda: reference_outputs(model, images, kind)), runs)
+        if kind == 'logits':
+            report['top1_agreement'] = float((found['logits'].argmax(-1) == expected['logits'].argmax(-1))
+                                             .float().mean())
+    with torch.no_grad():
+        report['torch_ms'] = median_ms(_synchronized(lambda: reference_outputs(model, images, kind)), runs)
     report['tensorrt_ms'] = median_ms(_synchronized(lambda: runner(images)), runs)
     report['speedup'] = report['torch_ms'] / report['tensorrt_ms']
     return report
 
 # %% ../../nbs/45a_deploy_tensorrt.ipynb #ace26839
-def export_tensorrt(model_or_learner, path, precision:str='fp16', calibration=None, image_size=None, batch_size:int=1, dynamic:bool=False,
-                    nms:str='tensorrt', max_detections:int|None=None, vocab=None, **kwargs) -> Path:
-    "Export a detector or classifier to the TensorRT engine `path` at `precision`: `export_onnx` (beside it, `.onnx`), then `build_engine` (`kwargs`); INT8 calibrates on `calibration` (default: a learner's training DataLoader)."
+def export_tensorrt(model_or_learner,                # a detector or classifier, or a learner of one
+                    path,                            # the engine file; the ONNX file goes beside it (`.onnx`)
+                    precision:str='fp16',            # 'fp32', 'fp16' or 'int8'
+                    calibration=None,                # INT8's batches (default: a learner's training DataLoader)
+                    image_size=None,                 # `export_onnx`'s input size, an int or `(height, width)`
+                    batch_size:int=1,                # the traced input's batch size
+                    dynamic:bool=False,              # dynamic batch, height and width (`build_engine`'s profile shapes)
+                    nms:str='tensorrt',              # NMS by TensorRT's plugin ('tensorrt') or ONNX's operator ('onnx')
+                    max_detections:int|None=None,    # the most detections per image kept by the graph
+                    vocab=None,                      # the class names stored in the metadata
+                    **kwargs,                        # passed on to `build_engine`
+                   ) -> Path: # the engine, with its `.json` metadata and the ONNX file beside it
+    "Export a model to a TensorRT engine: `export_onnx`, then `build_engine`."
     path = Path(path)
     require_tensorrt(precision, path)
-    if precision == 'int8' and calibration is None and isinstance(model_or_learner, Learner): calibration = model_or_learner.dls.train
-    onnx_file = export_onnx(model_or_learner, path.with_suffix('.onnx'), image_size=image_size, batch_size=batch_size, dynamic=dynamic,
-                            max_detections=max_detections, vocab=vocab, nms=nms)
+    if precision == 'int8' and calibration is None and isinstance(model_or_learner, Learner):
+        calibration = model_or_learner.dls.train
+    onnx_file = export_onnx(model_or_learner, path.with_suffix('.onnx'), image_size=image_size, batch_size=batch_size,
+                            dynamic=dynamic, max_detections=max_detections, vocab=vocab, nms=nms)
     return build_engine(onnx_file, path, precision, calibration, **kwargs)
 
 @patch
 def export_tensorrt(self:Learner, path, precision:str='fp16', **kwargs) -> Path:
-    "Export this learner's model to the TensorRT engine `path` at `precision`, calibrating INT8 on its training batches: see `export_tensorrt`."
+    "Export this learner's model to a TensorRT engine, INT8 calibrated on its training batches: see `export_tensorrt`."
     return export_tensorrt(self, path, precision, **kwargs)

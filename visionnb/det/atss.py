@@ -9,43 +9,64 @@ import torch
 import torch.nn as nn
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, conv_tower, flatten_levels, image_prior_weight, positive_pairs, predictor, detector_pyramid, weighted_sum
+from .core import DenseDetector, batch_normalizer, detector_pyramid, weighted_sum
+from .heads import ATSSHead, Scale, class_targets, gather_positives  # the head lived here: still importable
 from .retinanet import IGNORE, anchor_shapes, assign_max_iou, decode_boxes, grid_anchors
 from .fcos import assign_fcos, centerness, ltrb_distances, scale_ranges
 
 # %% auto #0
 __all__ = ['ASSIGNERS', 'atss_anchors', 'box_centers', 'anchor_points', 'atss_candidates', 'assign_atss', 'assign_anchors',
-           'Scale', 'ATSSHead', 'atss_losses', 'ATSS', 'atss']
+           'atss_losses', 'ATSS', 'atss']
 
 # %% ../../nbs/23_det_atss.ipynb #a2ce9407
-def atss_anchors(feature_sizes, strides, scale:float=8., offset:float=0.) -> torch.Tensor:
-    "One square anchor of `scale * stride` per position of every level, `[N, 4]` xyxy; levels finest first, positions row-major."
-    return torch.cat([grid_anchors(anchor_shapes([(scale * s,)], (1.0,)), size, s, offset) for size, s in zip(feature_sizes, strides)])
+def atss_anchors(feature_sizes,    # per level, `(h, w)`
+                 strides,          # per level, in input pixels
+                 scale:float=8.,   # the anchors' side, in strides
+                 offset:float=0.,  # positions are `(i + offset) * stride`
+                ) -> torch.Tensor: # `[N, 4]` xyxy: levels finest first, positions row-major
+    "One square anchor of `scale * stride` per position of every level."
+    return torch.cat([grid_anchors(anchor_shapes([(scale * s,)], (1.0,)), size, s, offset)
+                      for size, s in zip(feature_sizes, strides)])
 
 def box_centers(boxes:torch.Tensor) -> torch.Tensor:
     "Centres `(x, y)` of xyxy `boxes [..., 4]`."
     return (boxes[..., :2] + boxes[..., 2:]) / 2
 
-def anchor_points(anchors:torch.Tensor, level_counts, strides) -> torch.Tensor:
-    "Rows `(x, y, stride)`: the centre of each anchor `[N, 4]` and the stride of its level (`level_counts` anchors per level: ints or a tensor), FCOS's points."
+def anchor_points(anchors:torch.Tensor, # `[N, 4]` xyxy
+                  level_counts,         # the anchors per level: ints or a tensor
+                  strides,              # per level, in input pixels
+                 ) -> torch.Tensor:     # `[N, 3]`: FCOS's points
+    "Rows `(x, y, stride)`: the centre of each anchor and the stride of its level."
     # sizes from the split, not `int(n)`: in a traced graph (`45_deploy_onnx`) they follow the input size
-    stride = torch.cat([torch.full_like(level[:, 0], float(s)) for level, s in zip(anchors.split(list(level_counts)), strides)])
+    stride = torch.cat([torch.full_like(level[:, 0], float(s))
+                        for level, s in zip(anchors.split(list(level_counts)), strides)])
     return torch.cat([box_centers(anchors), stride[:, None]], 1)
 
 # %% ../../nbs/23_det_atss.ipynb #d9d98a61
-def atss_candidates(anchors:torch.Tensor, level_counts, gt_boxes:torch.Tensor, num_candidates:int=9) -> torch.Tensor:
-    "`[B, K, M]` indices of the anchors whose centres are nearest the centre of each box of `gt_boxes [B, M, 4]`, `num_candidates` per level."
-    distance = torch.cdist(box_centers(gt_boxes), box_centers(anchors)[None].expand(len(gt_boxes), -1, -1))   # [B, M, N]
+def atss_candidates(anchors:torch.Tensor,  # `[N, 4]` xyxy
+                    level_counts,          # the anchors per level
+                    gt_boxes:torch.Tensor, # `[B, M, 4]` the padded ground-truth boxes
+                    num_candidates:int=9,  # how many per level
+                   ) -> torch.Tensor:      # `[B, K, M]` anchor indices, `num_candidates` per level
+    "The anchors whose centres are nearest the centre of each box of `gt_boxes`, per level."
+    distance = torch.cdist(box_centers(gt_boxes),
+                           box_centers(anchors)[None].expand(len(gt_boxes), -1, -1))   # [B, M, N]
     picked, start = [], 0
     for level in distance.split([int(n) for n in level_counts], dim=2):
-        picked.append(level.argsort(dim=2, stable=True)[..., :num_candidates] + start)   # stable: ties go to the first anchor
+        # stable: ties go to the first anchor
+        picked.append(level.argsort(dim=2, stable=True)[..., :num_candidates] + start)
         start += level.shape[2]
     return torch.cat(picked, 2).transpose(1, 2)
 
 # %% ../../nbs/23_det_atss.ipynb #76974c80
-def assign_atss(anchors:torch.Tensor, level_counts, gt_boxes:torch.Tensor, gt_mask:torch.Tensor, num_candidates:int=9,
-                eps:float=0.01) -> torch.Tensor:
-    "`[B, N]` index (into `M`) of the box each anchor learns, -1 for background: a candidate with IoU >= mean + std of its box's candidates, centre inside."
+def assign_atss(anchors:torch.Tensor,  # `[N, 4]` xyxy
+                level_counts,          # the anchors per level
+                gt_boxes:torch.Tensor, # `[B, M, 4]` the padded ground-truth boxes
+                gt_mask:torch.Tensor,  # `[B, M]` which of them are real
+                num_candidates:int=9,  # candidates per level and box (`atss_candidates`)
+                eps:float=0.01,        # how far inside its box a candidate's centre must be, in pixels
+               ) -> torch.Tensor:      # `[B, N]` an index into `M`, -1 for background
+    "The box each anchor learns: a candidate with IoU >= mean + std of its box's candidates, centre inside."
     b, m = gt_mask.shape
     if m == 0: return torch.full((b, len(anchors)), -1, dtype=torch.int64, device=anchors.device)
     candidates = atss_candidates(anchors, level_counts, gt_boxes, num_candidates)                  # [B, K, M]
@@ -62,77 +83,67 @@ def assign_atss(anchors:torch.Tensor, level_counts, gt_boxes:torch.Tensor, gt_ma
 # %% ../../nbs/23_det_atss.ipynb #806338bc
 ASSIGNERS = ('atss', 'max_iou', 'fcos')
 
-def assign_anchors(rule:str, anchors:torch.Tensor, level_counts, strides, gt_boxes:torch.Tensor, gt_mask:torch.Tensor,
-                   num_candidates:int=9, fg_iou:float=0.5, bg_iou:float=0.4) -> torch.Tensor:
-    "`[B, N]` object index per anchor (-1 background, `IGNORE` for max-IoU's band) by `rule`: `'atss'`, `'max_iou'` (RetinaNet's) or `'fcos'` (anchor centres as FCOS points)."
+def assign_anchors(rule:str,              # `'atss'`, `'max_iou'` (RetinaNet's) or `'fcos'` (anchor centres as points)
+                   anchors:torch.Tensor,  # `[N, 4]` xyxy
+                   level_counts,          # the anchors per level
+                   strides,               # per level, in input pixels
+                   gt_boxes:torch.Tensor, # `[B, M, 4]` the padded ground-truth boxes
+                   gt_mask:torch.Tensor,  # `[B, M]` which of them are real
+                   num_candidates:int=9,  # ATSS's candidates per level and box
+                   fg_iou:float=0.5,      # max-IoU's IoU from which an anchor is positive
+                   bg_iou:float=0.4,      # max-IoU's IoU below which it is background (between the two: `IGNORE`)
+                  ) -> torch.Tensor:      # `[B, N]` object index, -1 background, `IGNORE` for max-IoU's band
+    "The object each anchor learns, by the assignment `rule`."
     if rule == 'atss': return assign_atss(anchors, level_counts, gt_boxes, gt_mask, num_candidates)
     if rule == 'max_iou': return assign_max_iou(anchors, gt_boxes, gt_mask, fg_iou, bg_iou)
     if rule == 'fcos':
-        return assign_fcos(anchor_points(anchors, level_counts, strides), level_counts, scale_ranges(strides), gt_boxes, gt_mask)
+        return assign_fcos(anchor_points(anchors, level_counts, strides), level_counts, scale_ranges(strides),
+                           gt_boxes, gt_mask)
     raise ValueError(f'unknown assigner {rule!r}: use one of {ASSIGNERS}')
 
-# %% ../../nbs/23_det_atss.ipynb #0ec476b2
-class Scale(nn.Module):
-    "Multiply by a learned scalar (one per pyramid level in a shared head)."
-    def __init__(self, value:float=1.):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(float(value)))
-
-    def forward(self, x:torch.Tensor) -> torch.Tensor: return x * self.scale
-
-class ATSSHead(nn.Module):
-    "Classification and regression towers shared by all levels: `{'cls_logits': [B, N, C], 'bbox_regression': [B, N, box_outputs], 'bbox_quality': [B, N, 1]}`."
-    def __init__(self, channels:int, num_classes:int, num_levels:int=5, num_convs:int=4, box_outputs:int=4, quality:bool=True,
-                 prior_probability:float=0.01):
-        super().__init__()
-        self.num_classes, self.box_outputs = num_classes, box_outputs
-        self.classification_head = nn.Module()
-        self.classification_head.conv = conv_tower(channels, num_convs, norm='gn')
-        self.classification_head.cls_logits = predictor(channels, num_classes, prior_probability)
-        self.regression_head = nn.Module()
-        self.regression_head.conv = conv_tower(channels, num_convs, norm='gn')
-        self.regression_head.bbox_reg = predictor(channels, box_outputs)
-        self.regression_head.bbox_quality = predictor(channels, 1) if quality else None
-        self.scales = nn.ModuleList([Scale() for _ in range(num_levels)])
-
-    def forward(self, features:list) -> dict:
-        cls, reg = self.classification_head, self.regression_head
-        trunks = [reg.conv(f) for f in features]
-        outputs = dict(cls_logits=flatten_levels([cls.cls_logits(cls.conv(f)) for f in features], self.num_classes),
-                       bbox_regression=flatten_levels([scale(reg.bbox_reg(t)) for scale, t in zip(self.scales, trunks)], self.box_outputs))
-        if reg.bbox_quality is not None: outputs['bbox_quality'] = flatten_levels([reg.bbox_quality(t) for t in trunks], 1)
-        return outputs
-
 # %% ../../nbs/23_det_atss.ipynb #4bda1f8a
-def atss_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, box_weights=(10., 10., 5., 5.),
-                box_loss_weight:float=2., prior_weight:torch.Tensor|None=None) -> dict:
-    "Focal, centerness-weighted GIoU and centerness losses of the head `outputs` for the assignment `matched [B, N]` (`IGNORE`d anchors out of the focal loss; sums weighted by `prior_weight [N]`)."
+def atss_losses(outputs:dict,                        # the head outputs, with `priors`
+                matched:torch.Tensor,                # `[B, N]` the assignment; the focal loss skips `IGNORE`d anchors
+                gt_boxes:torch.Tensor,               # `[B, M, 4]` the padded boxes
+                gt_labels:torch.Tensor,              # `[B, M]` the padded labels
+                box_weights=(10., 10., 5., 5.),      # `decode_boxes`'s weights of the deltas
+                box_loss_weight:float=2.,            # the GIoU term's weight
+                prior_weight:torch.Tensor|None=None, # `[N]` weighs each anchor's part of the sums
+               ) -> dict: # `{'classification', 'bbox_regression', 'bbox_ctrness'}`
+    "Focal, centerness-weighted GIoU and centerness losses of the head `outputs` for the assignment `matched`."
     anchors, logits = outputs['priors'], outputs['cls_logits']
-    image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
-    at, positives = anchors[anchor], batch_normalizer(len(image))
-    weight = image_prior_weight(prior_weight, matched)
-    at_positives = None if weight is None else weight[image, anchor]
-    classes = torch.zeros_like(logits)
-    classes[image, anchor, labels] = 1.
-    focal = sigmoid_focal_loss(logits, classes, reduction='none').sum(-1) * (matched != IGNORE)
-    target_centerness = centerness(ltrb_distances(box_centers(at), boxes).clamp(min=0))
-    giou = generalized_box_iou_loss(decode_boxes(outputs['bbox_regression'][image, anchor], at, box_weights), boxes, reduction='none', eps=1e-7)
-    quality = nn.functional.binary_cross_entropy_with_logits(outputs['bbox_quality'][image, anchor, 0], target_centerness, reduction='none')
-    return dict(classification=weighted_sum(focal, weight) / positives,
-                bbox_regression=box_loss_weight * weighted_sum(giou * target_centerness, at_positives) / batch_normalizer(target_centerness.sum()),
-                bbox_ctrness=weighted_sum(quality, at_positives) / positives)
+    p = gather_positives(matched, gt_boxes, gt_labels, prior_weight)
+    at = anchors[p.prior]
+    focal = sigmoid_focal_loss(logits, class_targets(logits, p), reduction='none').sum(-1) * (matched != IGNORE)
+    target_centerness = centerness(ltrb_distances(box_centers(at), p.boxes).clamp(min=0))
+    giou = generalized_box_iou_loss(decode_boxes(outputs['bbox_regression'][p.image, p.prior], at, box_weights),
+                                    p.boxes, reduction='none', eps=1e-7)
+    quality = nn.functional.binary_cross_entropy_with_logits(outputs['bbox_quality'][p.image, p.prior, 0],
+                                                             target_centerness, reduction='none')
+    return dict(classification=weighted_sum(focal, p.weight) / p.count,
+                bbox_regression=box_loss_weight * weighted_sum(giou * target_centerness, p.at_positives)
+                                / batch_normalizer(target_centerness.sum()),
+                bbox_ctrness=weighted_sum(quality, p.at_positives) / p.count)
 
 # %% ../../nbs/23_det_atss.ipynb #10cf2335
 class ATSS(DenseDetector):
-    "ATSS: one square anchor of `anchor_scale` strides per location, adaptive positive selection (or `assigner='max_iou'|'fcos'`), centerness."
-    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab, anchor_scale:float=8., num_candidates:int=9,
-                 assigner:str='atss', box_weights=(10., 10., 5., 5.), box_loss_weight:float=2., score_thresh:float=0.05,
-                 nms_thresh:float=0.6, topk:int=1000, max_detections:int=100):
+    "ATSS: one square anchor per location, adaptive positive selection (or another `assigner`), centerness."
+    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab,
+                 anchor_scale:float=8.,          # the anchors' side, in strides
+                 num_candidates:int=9,           # ATSS's candidates per level and box
+                 assigner:str='atss',            # one of `ASSIGNERS`: `'atss'`, `'max_iou'` or `'fcos'`
+                 box_weights=(10., 10., 5., 5.), # `decode_boxes`'s weights of the deltas
+                 box_loss_weight:float=2.,       # the GIoU term's weight
+                 score_thresh:float=0.05,        # detections score above it
+                 nms_thresh:float=0.6,           # the IoU of class-wise NMS
+                 topk:int=1000,                  # candidates per level and image before NMS
+                 max_detections:int=100):        # the most detections per image
         if assigner not in ASSIGNERS: raise ValueError(f'unknown assigner {assigner!r}: use one of {ASSIGNERS}')
         super().__init__(backbone, neck, head, vocab)
         self.anchor_scale, self.num_candidates, self.assigner = anchor_scale, num_candidates, assigner
         self.box_weights, self.box_loss_weight = tuple(box_weights), box_loss_weight
-        self.score_thresh, self.nms_thresh, self.topk, self.max_detections = score_thresh, nms_thresh, topk, max_detections
+        (self.score_thresh, self.nms_thresh,
+         self.topk, self.max_detections) = score_thresh, nms_thresh, topk, max_detections
 
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "One square anchor `[N, 4]` per position of every level."
@@ -140,22 +151,31 @@ class ATSS(DenseDetector):
 
     def assign(self, outputs:dict, gt_boxes:torch.Tensor, gt_mask:torch.Tensor) -> torch.Tensor:
         "`[B, N]` index of the padded ground-truth box each anchor learns (-1 background, `IGNORE` for max-IoU's band)."
-        return assign_anchors(self.assigner, outputs['priors'], outputs['level_counts'].tolist(), self.strides, gt_boxes, gt_mask, self.num_candidates)
+        return assign_anchors(self.assigner, outputs['priors'], outputs['level_counts'].tolist(), self.strides,
+                              gt_boxes, gt_mask, self.num_candidates)
 
     def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_ctrness'}` of the batch (`atss_losses`)."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
-        return atss_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.box_weights, self.box_loss_weight, prior_weight)
+        return atss_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.box_weights,
+                           self.box_loss_weight, prior_weight)
 
     def scoring(self, outputs:dict) -> tuple:
-        "`(scores, decode)`: score `sigmoid(class) * sigmoid(centerness)`; boxes decoded from the deltas of their anchors."
+        "`(scores, decode)`: `sigmoid(class) * sigmoid(centerness)`; boxes decoded from the deltas of their anchors."
         scores = torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_quality'])
         return scores, lambda index, deltas: decode_boxes(deltas, outputs['priors'][index], self.box_weights)
 
 # %% ../../nbs/23_det_atss.ipynb #25348504
 @delegates(ATSS.__init__, but=['backbone', 'neck', 'head', 'vocab'])
-def atss(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, prior_probability:float=0.01, **kwargs) -> ATSS:
-    "An ATSS for `vocab` on `backbone` (local `pretrained` weights), P3-P7 `channels` wide; `kwargs`: `detector_pyramid`'s, then `ATSS`'s."
+def atss(vocab,                        # the class names
+         backbone='resnet50',          # a `Backbone` arch name (or a built `Backbone`)
+         pretrained=None,              # a local file of the backbone's weights, or None
+         channels:int=256,             # the width of the pyramid (P3-P7) and head
+         num_convs:int=4,              # the depth of each head tower
+         prior_probability:float=0.01, # every class's starting sigmoid
+         **kwargs,
+        ) -> ATSS:
+    "An ATSS for `vocab` on `backbone`; `kwargs`: `detector_pyramid`'s, then `ATSS`'s."
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     head = ATSSHead(channels, len(vocab), len(fpn.strides), num_convs, prior_probability=prior_probability)
     return ATSS(body, fpn, head, vocab, **kwargs)

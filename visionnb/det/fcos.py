@@ -11,8 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
-from .core import (DenseDetector, batch_normalizer, conv_tower, flatten_levels, from_torchvision_keys,
-                               image_prior_weight, predictor, detector_pyramid, positive_pairs, weighted_sum)
+from .core import (DenseDetector, conv_tower, flatten_levels, from_torchvision_keys, predictor,
+                               detector_pyramid, weighted_sum)
+from .heads import class_targets, gather_positives
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
@@ -99,19 +100,16 @@ def fcos_losses(outputs:dict,                        # the head outputs, with `p
                ) -> dict: # `{'classification', 'bbox_regression', 'bbox_ctrness'}`
     "Focal, GIoU and centerness losses, each summed and divided by the batch's positives."
     points, logits = outputs['priors'], outputs['cls_logits']
-    image, point, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
-    at, positives = points[point], batch_normalizer(len(image))
-    weight = image_prior_weight(prior_weight, matched)
-    at_positives = None if weight is None else weight[image, point]
-    classes = torch.zeros_like(logits)
-    classes[image, point, labels] = 1.
-    predicted = fcos_decode(at, outputs['bbox_regression'][image, point])
-    ctrness = F.binary_cross_entropy_with_logits(outputs['bbox_ctrness'][image, point, 0],
-                                                 centerness(fcos_encode(at, boxes)), reduction='none')
-    return dict(classification=weighted_sum(sigmoid_focal_loss(logits, classes, reduction='none'), weight) / positives,
-                bbox_regression=weighted_sum(generalized_box_iou_loss(predicted, boxes, reduction='none'),
-                                             at_positives) / positives,
-                bbox_ctrness=weighted_sum(ctrness, at_positives) / positives)
+    p = gather_positives(matched, gt_boxes, gt_labels, prior_weight)
+    at = points[p.prior]
+    predicted = fcos_decode(at, outputs['bbox_regression'][p.image, p.prior])
+    ctrness = F.binary_cross_entropy_with_logits(outputs['bbox_ctrness'][p.image, p.prior, 0],
+                                                 centerness(fcos_encode(at, p.boxes)), reduction='none')
+    focal = sigmoid_focal_loss(logits, class_targets(logits, p), reduction='none')
+    return dict(classification=weighted_sum(focal, p.weight) / p.count,
+                bbox_regression=weighted_sum(generalized_box_iou_loss(predicted, p.boxes, reduction='none'),
+                                             p.at_positives) / p.count,
+                bbox_ctrness=weighted_sum(ctrness, p.at_positives) / p.count)
 
 # %% ../../nbs/22_det_fcos.ipynb #c4c44092
 class FCOSHead(nn.Module):

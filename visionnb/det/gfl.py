@@ -9,82 +9,109 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss
-from .core import DenseDetector, batch_normalizer, image_prior_weight, positive_pairs, detector_pyramid, weighted_sum
+from .core import DenseDetector, batch_normalizer, detector_pyramid, weighted_sum
+# paired_iou lived here: still importable
+from .heads import ATSSHead, class_targets, gather_positives, paired_iou
 from .fcos import fcos_decode, fcos_encode
-from .atss import ATSSHead, anchor_points, assign_atss, atss_anchors
+from .atss import anchor_points, assign_atss, atss_anchors
 
 # %% auto #0
-__all__ = ['box_distributions', 'integral', 'distance_targets', 'distribution_focal_loss', 'quality_focal_loss', 'paired_iou',
-           'gfl_losses', 'GFL', 'gfl']
+__all__ = ['box_distributions', 'integral', 'distance_targets', 'distribution_focal_loss', 'quality_focal_loss', 'gfl_losses',
+           'GFL', 'gfl']
 
 # %% ../../nbs/24_det_gfl.ipynb #6ddedfc3
-def box_distributions(logits:torch.Tensor, reg_max:int=16) -> torch.Tensor:
-    "Per side the softmax `[..., 4, reg_max + 1]` over the distances `0..reg_max` (strides) of head logits `[..., 4 * (reg_max + 1)]`, in float32."
+def box_distributions(logits:torch.Tensor, # `[..., 4 * (reg_max + 1)]` the head's box logits
+                      reg_max:int=16,      # the last bin's distance, in strides
+                     ) -> torch.Tensor:    # `[..., 4, reg_max + 1]` in float32
+    "Per side the softmax over the distances `0..reg_max` (strides) of the head's logits."
     return logits.float().unflatten(-1, (4, reg_max + 1)).softmax(-1)
 
-def integral(logits:torch.Tensor, reg_max:int=16) -> torch.Tensor:
-    "The expected distance `sum_i P(i) * i` of each side, `[..., 4]` in strides, from head logits `[..., 4 * (reg_max + 1)]`."
+def integral(logits:torch.Tensor, # `[..., 4 * (reg_max + 1)]` the head's box logits
+             reg_max:int=16,      # the last bin's distance, in strides
+            ) -> torch.Tensor:    # `[..., 4]` in strides
+    "The expected distance `sum_i P(i) * i` of each side."
     return box_distributions(logits, reg_max) @ torch.arange(reg_max + 1, dtype=torch.float32, device=logits.device)
 
 # %% ../../nbs/24_det_gfl.ipynb #2b939369
-def distance_targets(points:torch.Tensor, boxes:torch.Tensor, reg_max:int=16, eps:float=0.01) -> torch.Tensor:
-    "The l-t-r-b distances in strides from `points` (`x, y, stride`) to `boxes`, clamped to `[0, reg_max - eps]`, the range the bins represent."
+def distance_targets(points:torch.Tensor, # rows `(x, y, stride)`
+                     boxes:torch.Tensor,  # xyxy
+                     reg_max:int=16,      # the last bin's distance, in strides
+                     eps:float=0.01,      # how far below `reg_max` the clamp stops
+                    ) -> torch.Tensor:
+    "The l-t-r-b distances in strides from `points` to `boxes`, clamped to `[0, reg_max - eps]`, the bins' range."
     return fcos_encode(points, boxes).clamp(0, reg_max - eps)
 
 # %% ../../nbs/24_det_gfl.ipynb #e3332129
-def distribution_focal_loss(logits:torch.Tensor, targets:torch.Tensor) -> torch.Tensor:
-    "DFL `-((y_r - y) log S(y_l) + (y - y_l) log S(y_r))` per distribution of `logits [..., n + 1]` and continuous `targets [...]` in `[0, n]`."
+def distribution_focal_loss(logits:torch.Tensor,  # `[..., n + 1]` per distribution the logits of the bins `0..n`
+                            targets:torch.Tensor, # `[...]` continuous, in `[0, n]`
+                           ) -> torch.Tensor:
+    "DFL `-((y_r - y) log S(y_l) + (y - y_l) log S(y_r))` per distribution of `logits` and its target `y`."
     last = logits.shape[-1] - 1
     left = targets.detach().floor().long().clamp(0, last)
     log_p = logits.float().log_softmax(-1)
     left_weight = left + 1 - targets
-    return -(log_p.gather(-1, left[..., None])[..., 0] * left_weight + log_p.gather(-1, (left + 1).clamp(max=last)[..., None])[..., 0] * (1 - left_weight))
+    return -(log_p.gather(-1, left[..., None])[..., 0] * left_weight
+             + log_p.gather(-1, (left + 1).clamp(max=last)[..., None])[..., 0] * (1 - left_weight))
 
 # %% ../../nbs/24_det_gfl.ipynb #cf07aedd
-def quality_focal_loss(logits:torch.Tensor, targets:torch.Tensor, beta:float=2.) -> torch.Tensor:
-    "QFL `|y - sigmoid(x)|^beta * BCE(x, y)` per element of `logits` for soft `targets` y in [0, 1] (the IoU for a positive's class, else 0)."
-    return F.binary_cross_entropy_with_logits(logits, targets, reduction='none') * (targets - logits.sigmoid()).abs().pow(beta)
-
-# %% ../../nbs/24_det_gfl.ipynb #df1c7928
-def paired_iou(boxes1:torch.Tensor, boxes2:torch.Tensor, eps:float=1e-6) -> torch.Tensor:
-    "IoU of each box of `boxes1 [..., 4]` with the box at the same place in `boxes2` (xyxy); 0 for empty boxes."
-    inter = (torch.minimum(boxes1[..., 2:], boxes2[..., 2:]) - torch.maximum(boxes1[..., :2], boxes2[..., :2])).clamp(min=0).prod(-1)
-    area1, area2 = [(b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1) for b in (boxes1, boxes2)]
-    return inter / (area1 + area2 - inter).clamp(min=eps)
+def quality_focal_loss(logits:torch.Tensor,  # the class logits x
+                       targets:torch.Tensor, # soft y in [0, 1]: the IoU for a positive's class, else 0
+                       beta:float=2.,        # the focusing exponent
+                      ) -> torch.Tensor:
+    "QFL `|y - sigmoid(x)|^beta * BCE(x, y)` per element of `logits` for soft `targets` y."
+    return (F.binary_cross_entropy_with_logits(logits, targets, reduction='none')
+            * (targets - logits.sigmoid()).abs().pow(beta))
 
 # %% ../../nbs/24_det_gfl.ipynb #0b07cac8
-def gfl_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, points:torch.Tensor, reg_max:int=16,
-               beta:float=2., dfl_weight:float=0.25, box_loss_weight:float=2., prior_weight:torch.Tensor|None=None) -> dict:
-    "QFL, score-weighted GIoU and DFL of the head `outputs` for the assignment `matched [B, N]`, at anchor `points [N, 3]` (`x, y, stride`); sums weighted by `prior_weight [N]`."
+def gfl_losses(outputs:dict,                        # the head outputs
+               matched:torch.Tensor,                # `[B, N]` the assignment: an index into `M`, negative for none
+               gt_boxes:torch.Tensor,               # `[B, M, 4]` the padded boxes
+               gt_labels:torch.Tensor,              # `[B, M]` the padded labels
+               points:torch.Tensor,                 # `[N, 3]` the anchors' points `(x, y, stride)`
+               reg_max:int=16,                      # the last bin's distance, in strides
+               beta:float=2.,                       # QFL's focusing exponent
+               dfl_weight:float=0.25,               # the DFL term's weight
+               box_loss_weight:float=2.,            # the GIoU term's weight
+               prior_weight:torch.Tensor|None=None, # `[N]` weighs each anchor's part of the sums
+              ) -> dict: # `{'classification', 'bbox_regression', 'bbox_dfl'}`
+    "QFL, score-weighted GIoU and DFL of the head `outputs` for the assignment `matched`."
     logits = outputs['cls_logits']
-    image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
-    at, box_logits = points[anchor], outputs['bbox_regression'][image, anchor]
+    p = gather_positives(matched, gt_boxes, gt_labels, prior_weight)
+    at, box_logits = points[p.prior], outputs['bbox_regression'][p.image, p.prior]
     predicted = fcos_decode(at, integral(box_logits, reg_max))
-    targets = torch.zeros_like(logits)
-    targets[image, anchor, labels] = paired_iou(predicted.detach(), boxes).to(logits.dtype)
-    weight = logits.detach()[image, anchor].float().sigmoid().amax(-1)
+    targets = class_targets(logits, p, paired_iou(predicted.detach(), p.boxes).to(logits.dtype))
+    weight = logits.detach()[p.image, p.prior].float().sigmoid().amax(-1)
     normalizer = batch_normalizer(weight.sum())
-    giou = generalized_box_iou_loss(predicted, boxes, reduction='none', eps=1e-7)
-    dfl = distribution_focal_loss(box_logits.unflatten(-1, (4, reg_max + 1)), distance_targets(at, boxes, reg_max)).mean(-1)
-    per_prior = image_prior_weight(prior_weight, matched)
-    at_positives = None if per_prior is None else per_prior[image, anchor]
-    return dict(classification=weighted_sum(quality_focal_loss(logits, targets, beta), per_prior) / batch_normalizer(len(image)),
-                bbox_regression=box_loss_weight * weighted_sum(giou * weight, at_positives) / normalizer,
-                bbox_dfl=dfl_weight * weighted_sum(dfl * weight, at_positives) / normalizer)
+    giou = generalized_box_iou_loss(predicted, p.boxes, reduction='none', eps=1e-7)
+    dfl = distribution_focal_loss(box_logits.unflatten(-1, (4, reg_max + 1)),
+                                  distance_targets(at, p.boxes, reg_max)).mean(-1)
+    return dict(classification=weighted_sum(quality_focal_loss(logits, targets, beta), p.weight) / p.count,
+                bbox_regression=box_loss_weight * weighted_sum(giou * weight, p.at_positives) / normalizer,
+                bbox_dfl=dfl_weight * weighted_sum(dfl * weight, p.at_positives) / normalizer)
 
 # %% ../../nbs/24_det_gfl.ipynb #6ae6ff53
 class GFL(DenseDetector):
-    "GFL: ATSS's anchors and assignment, a joint class-IoU score (QFL), each box side a distribution over `0..reg_max` strides (DFL, GIoU on the integral)."
-    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab, reg_max:int=16, anchor_scale:float=8., num_candidates:int=9,
-                 beta:float=2., dfl_weight:float=0.25, box_loss_weight:float=2., score_thresh:float=0.05, nms_thresh:float=0.6,
-                 topk:int=1000, max_detections:int=100):
+    "GFL: ATSS's anchors and assignment, a joint class-IoU score (QFL), box sides as distributions (DFL, GIoU)."
+    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab,
+                 reg_max:int=16,           # each box side a distribution over `0..reg_max` strides
+                 anchor_scale:float=8.,    # the anchors' side, in strides
+                 num_candidates:int=9,     # ATSS's candidates per level and box
+                 beta:float=2.,            # QFL's focusing exponent
+                 dfl_weight:float=0.25,    # the DFL term's weight
+                 box_loss_weight:float=2., # the GIoU term's weight (on the integrals' boxes)
+                 score_thresh:float=0.05,  # detections score above it
+                 nms_thresh:float=0.6,     # the IoU of class-wise NMS
+                 topk:int=1000,            # candidates per level and image before NMS
+                 max_detections:int=100):  # the most detections per image
         if getattr(head, 'box_outputs', None) != 4 * (reg_max + 1):
-            raise ValueError(f"the head has {getattr(head, 'box_outputs', None)} box outputs per anchor, GFL with reg_max={reg_max} needs "
-                             f"{4 * (reg_max + 1)}: build it with ATSSHead(..., box_outputs=4 * (reg_max + 1), quality=False)")
+            raise ValueError(f"the head has {getattr(head, 'box_outputs', None)} box outputs per anchor, "
+                             f"GFL with reg_max={reg_max} needs {4 * (reg_max + 1)}: "
+                             f"build it with ATSSHead(..., box_outputs=4 * (reg_max + 1), quality=False)")
         super().__init__(backbone, neck, head, vocab)
         self.reg_max, self.anchor_scale, self.num_candidates = reg_max, anchor_scale, num_candidates
         self.beta, self.dfl_weight, self.box_loss_weight = beta, dfl_weight, box_loss_weight
-        self.score_thresh, self.nms_thresh, self.topk, self.max_detections = score_thresh, nms_thresh, topk, max_detections
+        (self.score_thresh, self.nms_thresh,
+         self.topk, self.max_detections) = score_thresh, nms_thresh, topk, max_detections
 
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "One square anchor `[N, 4]` per position of every level."
@@ -101,19 +128,27 @@ class GFL(DenseDetector):
     def loss(self, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
         "`{'classification', 'bbox_regression', 'bbox_dfl'}` of the batch (`gfl_losses`)."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
-        return gfl_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.points(outputs), self.reg_max,
-                          self.beta, self.dfl_weight, self.box_loss_weight, prior_weight)
+        return gfl_losses(outputs, self.assign(outputs, gt_boxes, gt_mask), gt_boxes, gt_labels, self.points(outputs),
+                          self.reg_max, self.beta, self.dfl_weight, self.box_loss_weight, prior_weight)
 
     def scoring(self, outputs:dict) -> tuple:
-        "`(scores, decode)`: score `sigmoid(class)` (the joint class-IoU score); boxes the integrals of their distributions, from their anchors' centres."
+        "`(scores, decode)`: `sigmoid(class)`, the joint class-IoU score; boxes the integrals of their distributions."
         points = self.points(outputs)
-        return torch.sigmoid(outputs['cls_logits']), lambda index, box_logits: fcos_decode(points[index], integral(box_logits, self.reg_max))
+        return (torch.sigmoid(outputs['cls_logits']),
+                lambda index, box_logits: fcos_decode(points[index], integral(box_logits, self.reg_max)))
 
 # %% ../../nbs/24_det_gfl.ipynb #6ae1d0f4
 @delegates(GFL.__init__, but=['backbone', 'neck', 'head', 'vocab', 'reg_max'])
-def gfl(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, reg_max:int=16, prior_probability:float=0.01,
-        **kwargs) -> GFL:
-    "A GFL for `vocab` on `backbone`, P3-P7 `channels` wide, sides over `0..reg_max`; `kwargs`: `detector_pyramid`'s, then `GFL`'s."
+def gfl(vocab,                        # the class names
+        backbone='resnet50',          # a `Backbone` arch name (or a built `Backbone`)
+        pretrained=None,              # a local file of the backbone's weights, or None
+        channels:int=256,             # the width of the pyramid (P3-P7) and head
+        num_convs:int=4,              # the depth of each head tower
+        reg_max:int=16,               # each box side a distribution over `0..reg_max` strides
+        prior_probability:float=0.01, # every class's starting sigmoid
+        **kwargs,
+       ) -> GFL:
+    "A GFL for `vocab` on `backbone`; `kwargs`: `detector_pyramid`'s, then `GFL`'s."
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
     head = ATSSHead(channels, len(vocab), len(fpn.strides), num_convs, box_outputs=4 * (reg_max + 1), quality=False,
                     prior_probability=prior_probability)

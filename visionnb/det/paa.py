@@ -10,10 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
-from .core import DenseDetector, batch_normalizer, batched_detections, image_prior_weight, positive_pairs, detector_pyramid, weighted_sum
+from .core import DenseDetector, batched_detections, positive_pairs, detector_pyramid, weighted_sum
+from .heads import ATSSHead, class_targets, gather_positives, paired_iou
 from .retinanet import assign_max_iou, decode_boxes
-from .atss import ATSSHead, atss_anchors
-from .gfl import paired_iou
+from .atss import atss_anchors
 
 # %% auto #0
 __all__ = ['fit_gaussian_mixtures', 'split_candidates', 'anchor_costs', 'candidate_groups', 'assign_paa', 'score_voting',
@@ -22,7 +22,8 @@ __all__ = ['fit_gaussian_mixtures', 'split_candidates', 'anchor_costs', 'candida
 # %% ../../nbs/25_det_paa.ipynb #6f17325b
 def _log_gaussian(x:torch.Tensor, means:torch.Tensor, variances:torch.Tensor) -> torch.Tensor:
     "`[G, K, 2]` log-density of each value of `x [G, K]` under each of the two components `[G, 2]` of its row."
-    return -0.5 * (math.log(2 * math.pi) + (x[..., None] - means[:, None]) ** 2 / variances[:, None] + variances[:, None].log())
+    return -0.5 * (math.log(2 * math.pi) + (x[..., None] - means[:, None]) ** 2 / variances[:, None]
+                   + variances[:, None].log())
 
 def _initial_mixtures(values:torch.Tensor, valid:torch.Tensor) -> tuple:
     "PAA's start: component 0 at the smallest valid value, component 1 at the largest, variances 1, weights 0.5."
@@ -30,8 +31,13 @@ def _initial_mixtures(values:torch.Tensor, valid:torch.Tensor) -> tuple:
     means = torch.stack([low, high], -1).nan_to_num(0., posinf=0., neginf=0.)   # rows without values stay finite
     return means, torch.ones_like(means), torch.full_like(means, 0.5)
 
-def fit_gaussian_mixtures(values:torch.Tensor, valid:torch.Tensor, max_iter:int=100, tol:float=1e-3, reg_covar:float=1e-6) -> dict:
-    "EM fit of a two-component 1-D Gaussian mixture to the `valid` entries of each row of `values [G, K]` (rows of fewer than two are left at the start), as scikit-learn's `GaussianMixture` with PAA's initialisation; each value's `component` and `log_likelihood`."
+def fit_gaussian_mixtures(values:torch.Tensor,  # `[G, K]` one row of values per mixture
+                          valid:torch.Tensor,   # `[G, K]` which count; rows of fewer than two stay at the start
+                          max_iter:int=100,     # the most EM iterations
+                          tol:float=1e-3,       # stop a row once its mean log-likelihood changes by less
+                          reg_covar:float=1e-6, # added to every variance
+                         ) -> dict: # per value `component`, `log_likelihood`; per row `means`, `variances`, ...
+    "EM fit of a two-component 1-D Gaussian mixture per row, as scikit-learn's `GaussianMixture` with PAA's start."
     x, w = values.double().masked_fill(~valid, 0.), valid.double()
     count = w.sum(-1)
     means, variances, weights = _initial_mixtures(values.double(), valid)
@@ -56,11 +62,14 @@ def fit_gaussian_mixtures(values:torch.Tensor, valid:torch.Tensor, max_iter:int=
         previous = torch.where(active, bound, previous)
         active = active & ~converged
     weighted, norm, _ = expectation(means, variances, weights)
-    return dict(component=weighted.argmax(-1), log_likelihood=norm, means=means, variances=variances, weights=weights, iterations=iterations)
+    return dict(component=weighted.argmax(-1), log_likelihood=norm, means=means, variances=variances, weights=weights,
+                iterations=iterations)
 
 # %% ../../nbs/25_det_paa.ipynb #54ceeaba
-def split_candidates(values:torch.Tensor, valid:torch.Tensor) -> torch.Tensor:
-    "Positive mask `[G, K]` of candidates whose costs `values` are sorted ascending per row: the low-cost mixture component up to its likeliest member; a lone candidate is positive."
+def split_candidates(values:torch.Tensor, # `[G, K]` the candidates' costs, sorted ascending per row
+                     valid:torch.Tensor,  # `[G, K]` which candidates are real
+                    ) -> torch.Tensor:    # `[G, K]` the positives; a lone candidate is positive
+    "Positives per row: the low-cost mixture component up to its likeliest member."
     fit = fit_gaussian_mixtures(values, valid)
     low = (fit['component'] == 0) & valid
     likeliest = fit['log_likelihood'].masked_fill(~low, -math.inf).argmax(-1, keepdim=True)
@@ -69,19 +78,29 @@ def split_candidates(values:torch.Tensor, valid:torch.Tensor) -> torch.Tensor:
 
 # %% ../../nbs/25_det_paa.ipynb #3d3fb468
 @torch.no_grad()
-def anchor_costs(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, box_weights=(10., 10., 5., 5.),
-                 box_loss_weight:float=1.3) -> torch.Tensor:
-    "`[B, N]` cost of each anchor as a positive of its object in `matched`: focal loss plus `box_loss_weight` GIoU loss of the current outputs; infinite for anchors without object."
+def anchor_costs(outputs:dict,                   # the head outputs, with `priors`
+                 matched:torch.Tensor,           # `[B, N]` each anchor's candidate object, negative for none
+                 gt_boxes:torch.Tensor,          # `[B, M, 4]` the padded boxes
+                 gt_labels:torch.Tensor,         # `[B, M]` the padded labels
+                 box_weights=(10., 10., 5., 5.), # the box coder's weights
+                 box_loss_weight:float=1.3,      # the weight of the GIoU loss
+                ) -> torch.Tensor:               # `[B, N]`; infinite for anchors without object
+    "Cost of each anchor as a positive of its object: focal loss plus weighted GIoU loss of the current outputs."
     image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
     logits = outputs['cls_logits'][image, anchor].float()
     focal = sigmoid_focal_loss(logits, F.one_hot(labels, logits.shape[-1]).float(), reduction='none').sum(-1)
     predicted = decode_boxes(outputs['bbox_regression'][image, anchor].float(), outputs['priors'][anchor], box_weights)
     costs = torch.full(matched.shape, math.inf, device=matched.device)
-    costs[image, anchor] = focal + box_loss_weight * generalized_box_iou_loss(predicted, boxes.float(), reduction='none', eps=1e-7)
+    costs[image, anchor] = focal + box_loss_weight * generalized_box_iou_loss(predicted, boxes.float(),
+                                                                              reduction='none', eps=1e-7)
     return costs
 
-def candidate_groups(costs:torch.Tensor, matched:torch.Tensor, level_counts, num_candidates:int=9) -> tuple:
-    "`(anchors, costs)` `[B, M, K]` per object of `matched [B, N]`: on each level its `num_candidates` cheapest anchors, sorted by cost (ties by anchor index); infinite cost pads."
+def candidate_groups(costs:torch.Tensor,   # `[B, N]` the anchors' costs (`anchor_costs`)
+                     matched:torch.Tensor, # `[B, N]` each anchor's candidate object, negative for none
+                     level_counts,         # the anchors per level
+                     num_candidates:int=9, # the cheapest anchors kept per level and object
+                    ) -> tuple: # `(anchors, costs)` `[B, M, K]`, by cost (ties by anchor index); infinite cost pads
+    "Per object of `matched`: on each level its `num_candidates` cheapest anchors."
     objects = torch.arange(int(matched.max()) + 1 if matched.numel() else 0, device=matched.device)
     table = torch.where(matched[:, None] == objects[None, :, None], costs[:, None], math.inf)          # [B, M, N]
     picked, start = [], 0
@@ -93,8 +112,12 @@ def candidate_groups(costs:torch.Tensor, matched:torch.Tensor, level_counts, num
     order = values.argsort(dim=2, stable=True)
     return picked.gather(2, order), values.gather(2, order)
 
-def assign_paa(costs:torch.Tensor, matched:torch.Tensor, level_counts, num_candidates:int=9) -> torch.Tensor:
-    "`[B, N]` index of the object each anchor learns, -1 for background: per object of the candidates `matched`, the positives `split_candidates` finds among its cheapest per level."
+def assign_paa(costs:torch.Tensor,   # `[B, N]` the anchors' costs (`anchor_costs`)
+               matched:torch.Tensor, # `[B, N]` each anchor's candidate object, negative for none
+               level_counts,         # the anchors per level
+               num_candidates:int=9, # the cheapest candidates per level and object
+              ) -> torch.Tensor:     # `[B, N]` an index into `M`, -1 for background
+    "The object each anchor learns: the positives `split_candidates` finds among each object's cheapest candidates."
     assigned = torch.full_like(matched, -1)
     anchors, values = candidate_groups(costs, matched, level_counts, num_candidates)
     if anchors.numel() == 0: return assigned
@@ -105,52 +128,75 @@ def assign_paa(costs:torch.Tensor, matched:torch.Tensor, level_counts, num_candi
     return assigned
 
 # %% ../../nbs/25_det_paa.ipynb #1fa4a423
-def score_voting(detections:dict, boxes:torch.Tensor, scores:torch.Tensor, labels:torch.Tensor, sigma:float=0.025, min_iou:float=0.01) -> dict:
-    "`detections` of one image with each box replaced by the average of the candidates `boxes [K, 4]` of its class overlapping it, weighted by `scores · exp(-(1 - IoU)² / sigma)`."
+def score_voting(detections:dict,     # one image's detections (`boxes`, `labels`, ...)
+                 boxes:torch.Tensor,  # `[K, 4]` the candidate boxes
+                 scores:torch.Tensor, # `[K]` their scores
+                 labels:torch.Tensor, # `[K]` their classes
+                 sigma:float=0.025,   # a candidate's weight is `score · exp(-(1 - IoU)² / sigma)`
+                 min_iou:float=0.01,  # candidates of no more IoU do not vote
+                ) -> dict:            # `detections`, their boxes voted
+    "Each detection's box replaced by the weighted average of the candidates of its class overlapping it."
     iou = box_iou(detections['boxes'], boxes).nan_to_num(0.)
     same_class = detections['labels'][:, None] == labels[None]
     weight = torch.exp(-(1 - iou) ** 2 / sigma) * scores[None] * ((iou > min_iou) & same_class)
     total = weight.sum(1, keepdim=True)
     voted = weight @ boxes / total.clamp(min=torch.finfo(total.dtype).tiny)
-    return dict(detections, boxes=torch.where(total > 0, voted, detections['boxes']))   # a degenerate box overlaps nothing, itself included
+    # a degenerate box overlaps nothing, itself included
+    return dict(detections, boxes=torch.where(total > 0, voted, detections['boxes']))
 
 # %% ../../nbs/25_det_paa.ipynb #cfcc84dd
-def paa_losses(outputs:dict, matched:torch.Tensor, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, box_weights=(10., 10., 5., 5.),
-               box_loss_weight:float=1.3, iou_loss_weight:float=0.5, prior_weight:torch.Tensor|None=None) -> dict:
-    "Focal, GIoU and IoU-prediction losses of the head `outputs` for the assignment `matched [B, N]`, each summed (weighted by `prior_weight [N]`) and divided by the batch's positives."
+def paa_losses(outputs:dict,                        # the head outputs, with `priors`
+               matched:torch.Tensor,                # `[B, N]` the assignment: an index into `M`, negative for none
+               gt_boxes:torch.Tensor,               # `[B, M, 4]` the padded boxes
+               gt_labels:torch.Tensor,              # `[B, M]` the padded labels
+               box_weights=(10., 10., 5., 5.),      # the box coder's weights
+               box_loss_weight:float=1.3,           # the weight of the GIoU loss
+               iou_loss_weight:float=0.5,           # the weight of the IoU-prediction loss
+               prior_weight:torch.Tensor|None=None, # `[N]` weighs each anchor's part of the sums
+              ) -> dict: # `{'classification', 'bbox_regression', 'bbox_iou'}`
+    "Focal, GIoU and IoU-prediction losses, each summed and divided by the batch's positives."
     anchors, logits = outputs['priors'], outputs['cls_logits']
-    image, anchor, boxes, labels = positive_pairs(matched, gt_boxes, gt_labels)
-    positives = batch_normalizer(len(image))
-    weight = image_prior_weight(prior_weight, matched)
-    at_positives = None if weight is None else weight[image, anchor]
-    classes = torch.zeros_like(logits)
-    classes[image, anchor, labels] = 1.
-    predicted = decode_boxes(outputs['bbox_regression'][image, anchor], anchors[anchor], box_weights)
-    quality = outputs['bbox_quality'][image, anchor, 0]
-    iou = F.binary_cross_entropy_with_logits(quality, paired_iou(predicted.detach(), boxes).to(quality.dtype), reduction='none')
-    return dict(classification=weighted_sum(sigmoid_focal_loss(logits, classes, reduction='none'), weight) / positives,
-                bbox_regression=box_loss_weight * weighted_sum(generalized_box_iou_loss(predicted, boxes, reduction='none', eps=1e-7), at_positives) / positives,
-                bbox_iou=iou_loss_weight * weighted_sum(iou, at_positives) / positives)
+    p = gather_positives(matched, gt_boxes, gt_labels, prior_weight)
+    predicted = decode_boxes(outputs['bbox_regression'][p.image, p.prior], anchors[p.prior], box_weights)
+    quality = outputs['bbox_quality'][p.image, p.prior, 0]
+    iou = F.binary_cross_entropy_with_logits(quality, paired_iou(predicted.detach(), p.boxes).to(quality.dtype),
+                                             reduction='none')
+    giou = generalized_box_iou_loss(predicted, p.boxes, reduction='none', eps=1e-7)
+    return dict(classification=weighted_sum(sigmoid_focal_loss(logits, class_targets(logits, p), reduction='none'),
+                                            p.weight) / p.count,
+                bbox_regression=box_loss_weight * weighted_sum(giou, p.at_positives) / p.count,
+                bbox_iou=iou_loss_weight * weighted_sum(iou, p.at_positives) / p.count)
 
 # %% ../../nbs/25_det_paa.ipynb #335055f6
 class PAA(DenseDetector):
-    "PAA: one square anchor of `anchor_scale` strides per location, positives split from each object's candidates by a Gaussian mixture over their costs, IoU prediction, score voting."
-    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab, anchor_scale:float=8., num_candidates:int=9,
-                 candidate_iou:float=0.1, box_weights=(10., 10., 5., 5.), box_loss_weight:float=1.3, iou_loss_weight:float=0.5,
-                 score_voting:bool=True, voting_sigma:float=0.025, score_thresh:float=0.05, nms_thresh:float=0.6, topk:int=1000,
-                 max_detections:int=100):
+    "PAA: square anchors, positives split by a Gaussian mixture over candidate costs, IoU prediction, score voting."
+    def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab,
+                 anchor_scale:float=8.,          # the side of each square anchor, in strides
+                 num_candidates:int=9,           # the cheapest candidates per level and object that the mixture splits
+                 candidate_iou:float=0.1,        # an object's candidates: anchors of at least this IoU, and its best
+                 box_weights=(10., 10., 5., 5.), # the box coder's weights
+                 box_loss_weight:float=1.3,      # the weight of the GIoU loss, in the costs and the loss
+                 iou_loss_weight:float=0.5,      # the weight of the IoU-prediction loss
+                 score_voting:bool=True,         # refine the boxes after NMS by `score_voting`
+                 voting_sigma:float=0.025,       # `score_voting`'s `sigma`
+                 score_thresh:float=0.05,        # detections score above it
+                 nms_thresh:float=0.6,           # the IoU of class-wise NMS
+                 topk:int=1000,                  # candidates per level and image before NMS
+                 max_detections:int=100):        # the most detections per image
         super().__init__(backbone, neck, head, vocab)
         self.anchor_scale, self.num_candidates, self.candidate_iou = anchor_scale, num_candidates, candidate_iou
-        self.box_weights, self.box_loss_weight, self.iou_loss_weight = tuple(box_weights), box_loss_weight, iou_loss_weight
+        (self.box_weights, self.box_loss_weight,
+         self.iou_loss_weight) = tuple(box_weights), box_loss_weight, iou_loss_weight
         self.score_voting, self.voting_sigma = score_voting, voting_sigma
-        self.score_thresh, self.nms_thresh, self.topk, self.max_detections = score_thresh, nms_thresh, topk, max_detections
+        (self.score_thresh, self.nms_thresh,
+         self.topk, self.max_detections) = score_thresh, nms_thresh, topk, max_detections
 
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "One square anchor `[N, 4]` per position of every level."
         return atss_anchors(feature_sizes, self.strides, self.anchor_scale).to(device, dtype)
 
     def assign(self, outputs:dict, gt_boxes:torch.Tensor, gt_labels:torch.Tensor, gt_mask:torch.Tensor) -> torch.Tensor:
-        "`[B, N]` index of the padded ground-truth box each anchor learns, -1 for background (`assign_paa` on the current costs)."
+        "`[B, N]` index of the padded box each anchor learns, -1 for background (`assign_paa` on the current costs)."
         candidates = assign_max_iou(outputs['priors'], gt_boxes, gt_mask, self.candidate_iou, self.candidate_iou)
         costs = anchor_costs(outputs, candidates, gt_boxes, gt_labels, self.box_weights, self.box_loss_weight)
         return assign_paa(costs, candidates, outputs['level_counts'].tolist(), self.num_candidates)
@@ -164,24 +210,34 @@ class PAA(DenseDetector):
         "`{'classification', 'bbox_regression', 'bbox_iou'}` of the batch (`paa_losses`)."
         gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, outputs['cls_logits'].device)
         matched = self.assign(outputs, gt_boxes, gt_labels, gt_mask)
-        return paa_losses(outputs, matched, gt_boxes, gt_labels, self.box_weights, self.box_loss_weight, self.iou_loss_weight, prior_weight)
+        return paa_losses(outputs, matched, gt_boxes, gt_labels, self.box_weights, self.box_loss_weight,
+                          self.iou_loss_weight, prior_weight)
 
     def scoring(self, outputs:dict) -> tuple:
-        "`(scores, decode)`: score `sqrt(sigmoid(class) · sigmoid(IoU))`; boxes decoded from the deltas of their anchors."
+        "`(scores, decode)`: `sqrt(sigmoid(class) · sigmoid(IoU))`; boxes decoded from the deltas of their anchors."
         scores = (torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_quality'])).sqrt()
         return scores, lambda index, deltas: decode_boxes(deltas, outputs['priors'][index], self.box_weights)
 
     def postprocess(self, outputs:dict, image_sizes) -> list[dict]:
-        "Per-image detections: the `scoring` through `candidates`, class-wise NMS, then score voting (unless `score_voting=False`)."
+        "Per-image detections: `scoring` through `candidates`, class-wise NMS, then score voting if `score_voting`."
         scores, decode = self.scoring(outputs)
         if not self.score_voting: return self.detections(scores, outputs, decode, image_sizes)
         boxes, values, labels, keep = self.candidates(scores, outputs, decode, image_sizes)
         found = batched_detections(boxes, values, labels, keep, self.nms_thresh, self.max_detections)
-        return [score_voting(d, boxes[i][keep[i]], values[i][keep[i]], labels[i][keep[i]], self.voting_sigma) for i, d in enumerate(found)]
+        return [score_voting(d, boxes[i][keep[i]], values[i][keep[i]], labels[i][keep[i]], self.voting_sigma)
+                for i, d in enumerate(found)]
 
 # %% ../../nbs/25_det_paa.ipynb #79f43555
 @delegates(PAA.__init__, but=['backbone', 'neck', 'head', 'vocab'])
-def paa(vocab, backbone='resnet50', pretrained=None, channels:int=256, num_convs:int=4, prior_probability:float=0.01, **kwargs) -> PAA:
-    "A PAA for `vocab` on `backbone` (local `pretrained` weights), P3-P7 `channels` wide; `kwargs`: `detector_pyramid`'s, then `PAA`'s."
+def paa(vocab,                        # the class names
+        backbone='resnet50',          # a `Backbone` arch name (or a built `Backbone`)
+        pretrained=None,              # a local file of the backbone's weights, or None
+        channels:int=256,             # the width of the pyramid (P3-P7) and head
+        num_convs:int=4,              # the depth of each head tower
+        prior_probability:float=0.01, # every class's starting sigmoid
+        **kwargs,
+       ) -> PAA:
+    "A PAA for `vocab` on `backbone`; `kwargs`: `detector_pyramid`'s, then `PAA`'s."
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs)
-    return PAA(body, fpn, ATSSHead(channels, len(vocab), len(fpn.strides), num_convs, prior_probability=prior_probability), vocab, **kwargs)
+    return PAA(body, fpn, ATSSHead(channels, len(vocab), len(fpn.strides), num_convs,
+                                   prior_probability=prior_probability), vocab, **kwargs)

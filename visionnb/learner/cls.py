@@ -11,41 +11,42 @@ import timm
 import torch
 from torch import nn
 from timm.models import group_parameters
-from fastai.vision.all import (Learner, Normalize, MixedPrecision, accuracy, imagenet_stats, get_c, ifnone,
-                               risinstance, delegates, L)
+from fastai.vision.all import Learner, Normalize, accuracy, imagenet_stats, get_c, ifnone, risinstance, delegates, L
 from ..models.backbone import PretrainedWeightsError, read_state_dict, compare_state_dicts, resolve_arch
-from ..models.resnet import ResNet, create_resnet
-from .registry import PRECISIONS
+from ..models.resnet import create_resnet
+from .precision import precision_callbacks
+# these lived here before they moved to the model and to the precision module: still importable from this one
+from ..models.resnet import RESNET_STAGES
+from .precision import CPUMixedPrecision, native_bf16_cpu, resolve_precision
 
 # %% auto #0
-__all__ = ['RESNET_STAGES', 'classifier_names', 'cls_splitter', 'load_classifier_weights', 'create_cls_model', 'native_bf16_cpu',
-           'CPUMixedPrecision', 'resolve_precision', 'precision_callbacks', 'cls_learner']
+__all__ = ['classifier_names', 'cls_splitter', 'load_classifier_weights', 'create_cls_model', 'cls_learner']
 
 # %% ../../nbs/40_learner_cls.ipynb #a32b17cc
 def classifier_names(model:nn.Module) -> list[str]:
-    "Dotted names of `model`'s classifier modules: timm's `pretrained_cfg['classifier']`, else `fc`, else the last `nn.Linear`."
+    "Dotted names of `model`'s classifier: timm's `pretrained_cfg['classifier']`, else `fc`, else the last `nn.Linear`."
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     names = cfg.get('classifier')
     if names is None:
         linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
         names = 'fc' if isinstance(getattr(model, 'fc', None), nn.Module) else (linears[-1] if linears else None)
-    if names is None: raise ValueError(f"{type(model).__name__} has no `fc` and no nn.Linear: pass `splitter=` to say where its head is")
+    if names is None: raise ValueError(f"{type(model).__name__} has no `fc` and no nn.Linear: "
+                                       "pass `splitter=` to say where its head is")
     return [names] if isinstance(names, str) else list(names)
 
 # %% ../../nbs/40_learner_cls.ipynb #41e29da4
-RESNET_STAGES = dict(stem=r'^conv1|^bn1|^maxpool', blocks=r'^layer(\d+)')   # timm's ResNet.group_matcher(coarse=True)
-
 def _stage_names(model:nn.Module) -> list[list[str]]:
     "Parameter names stage by stage, input side first."
     if hasattr(model, 'group_matcher'): return list(group_parameters(model, model.group_matcher(coarse=True)).values())
-    if isinstance(model, ResNet): return list(group_parameters(model, RESNET_STAGES).values())
     return [[f'{child}.{name}' for name, _ in module.named_parameters()] for child, module in model.named_children()]
 
 def _head_params(model:nn.Module) -> list:
     return [p for name in classifier_names(model) for p in model.get_submodule(name).parameters()]
 
-def cls_splitter(model:nn.Module, n_body:int=2) -> list[list]:
-    "fastai parameter groups: the body's stages cut into `n_body` consecutive groups, then the classifier head."
+def cls_splitter(model:nn.Module, # the classifier, its head where `classifier_names` says
+                 n_body:int=2,    # the consecutive groups the body's stages are cut into (fewer if fewer stages)
+                ) -> list[list]:  # the body's groups, input side first, then the head's parameters
+    "fastai parameter groups: the body's stages in `n_body` consecutive groups, then the classifier head."
     named, head = dict(model.named_parameters()), _head_params(model)
     head_ids = set(map(id, head))
     stages = [ps for names in _stage_names(model) if (ps := [named[n] for n in names if id(named[n]) not in head_ids])]
@@ -58,10 +59,13 @@ def _fresh_head_keys(model:nn.Module, state:dict) -> list[str]:
     own, head = model.state_dict(), tuple(name + '.' for name in classifier_names(model))
     return [k for k in own if k.startswith(head) and (k not in state or tuple(state[k].shape) != tuple(own[k].shape))]
 
-def _some(keys, n:int=5) -> str: return ', '.join(map(str, keys[:n])) + (f", ... ({len(keys) - n} more)" if len(keys) > n else '')
+def _some(keys, n:int=5) -> str:
+    return ', '.join(map(str, keys[:n])) + (f", ... ({len(keys) - n} more)" if len(keys) > n else '')
 
-def load_classifier_weights(model:nn.Module, path) -> list[str]:
-    "Load the local weights file `path` into the classifier `model`; return the head keys left freshly initialized."
+def load_classifier_weights(model:nn.Module, # the classifier; only its head may differ from the file's
+                            path,            # a local weights file (`read_state_dict`)
+                           ) -> list[str]:   # the head keys left freshly initialized (with a warning)
+    "Load the local weights file `path` into the classifier `model`."
     state, own = read_state_dict(path), model.state_dict()
     fresh, head = _fresh_head_keys(model, state), tuple(name + '.' for name in classifier_names(model))
     state = {k: v for k, v in state.items() if k not in fresh and not (k.startswith(head) and k not in own)}
@@ -69,12 +73,16 @@ def load_classifier_weights(model:nn.Module, path) -> list[str]:
     if missing or unexpected or mismatched:
         parts = [f"{len(missing)} missing keys ({_some(missing)})" if missing else '',
                  f"{len(unexpected)} unexpected keys ({_some(unexpected)})" if unexpected else '',
-                 f"{len(mismatched)} shape mismatches ({_some([f'{k}: file {g} vs model {e}' for k, g, e in mismatched])})" if mismatched else '']
-        raise PretrainedWeightsError(path, f"the weights do not fit {type(model).__name__}: " + '; '.join(p for p in parts if p),
-            fix="Check that `arch` is the architecture the weights were saved from (only the classifier head may differ)",
+                 (f"{len(mismatched)} shape mismatches "
+                  f"({_some([f'{k}: file {g} vs model {e}' for k, g, e in mismatched])})") if mismatched else '']
+        raise PretrainedWeightsError(path,
+            f"the weights do not fit {type(model).__name__}: " + '; '.join(p for p in parts if p),
+            fix="Check that `arch` is the architecture the weights were saved from "
+                "(only the classifier head may differ)",
             missing=missing, unexpected=unexpected, mismatched=mismatched)
     model.load_state_dict(state, strict=False)
-    if fresh: warnings.warn(f"{path}: classifier {_some(fresh)} freshly initialized: the file has no head of shape {tuple(own[fresh[0]].shape)}")
+    if fresh: warnings.warn(f"{path}: classifier {_some(fresh)} freshly initialized: "
+                            f"the file has no head of shape {tuple(own[fresh[0]].shape)}")
     return fresh
 
 # %% ../../nbs/40_learner_cls.ipynb #eb891195
@@ -89,8 +97,12 @@ def _reset_head(model:nn.Module, n_out:int):
     old = model.get_submodule(name)
     setattr(model.get_submodule(parent), child, nn.Linear(old.in_features, n_out, bias=old.bias is not None))
 
-def create_cls_model(arch, n_out:int, pretrained=None, **kwargs) -> nn.Module:
-    "A classifier with `n_out` outputs from `arch` (a name, a constructor taking `num_classes`, or a module), weights from the local file `pretrained`."
+def create_cls_model(arch,            # an arch name (ours or timm's), a constructor taking `num_classes`, or a module
+                     n_out:int,       # the number of outputs
+                     pretrained=None, # a local weights file (`load_classifier_weights`), or None
+                     **kwargs,        # to the constructor (not for a module)
+                    ) -> nn.Module:   # a module `arch` itself, its head replaced if it has not `n_out` outputs
+    "A classifier with `n_out` outputs from `arch`, weights from the local file `pretrained`."
     if isinstance(arch, nn.Module):
         model = arch
         if _n_outputs(model) != n_out: _reset_head(model, n_out)
@@ -102,45 +114,29 @@ def create_cls_model(arch, n_out:int, pretrained=None, **kwargs) -> nn.Module:
     if pretrained is not None: load_classifier_weights(model, pretrained)
     return model
 
-# %% ../../nbs/40_learner_cls.ipynb #c2bfd223
-def native_bf16_cpu() -> bool:
-    "Whether this CPU has bfloat16 units (Intel AMX or AVX512-BF16), where bf16 autocast is faster than float32."
-    probes = [getattr(torch.cpu, name, None) for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]   # private: absent is no
-    return any(probe() for probe in probes if probe is not None)
-
-class CPUMixedPrecision(MixedPrecision):
-    "fastai's `MixedPrecision` with bfloat16 autocast on the CPU (no loss scaling: bfloat16 has float32's range)."
-    def __init__(self): super().__init__(amp_mode='bf16')
-    def before_fit(self):
-        self.autocast, self.learn.scaler, self.scales = torch.autocast('cpu', dtype=torch.bfloat16), torch.amp.GradScaler('cpu', enabled=False), L()
-
-def resolve_precision(precision:str='auto') -> str:
-    "What `precision` means on this machine, `'fp32'`, `'fp16'` or `'bf16'`: `'auto'` is fp16 on CUDA and fp32 on the CPU; `'fast'` is `'auto'` with bf16 on CPUs that have bfloat16 units."
-    if precision not in PRECISIONS: raise ValueError(f"precision={precision!r}: use one of {PRECISIONS}")
-    cuda = torch.cuda.is_available()
-    if precision == 'fast': precision = 'bf16' if not cuda and native_bf16_cpu() else 'auto'
-    if precision == 'auto': precision = 'fp16' if cuda else 'fp32'
-    if precision == 'fp16' and not cuda: raise ValueError("precision='fp16' needs CUDA: on the CPU use 'bf16' or 'fp32'")
-    return precision
-
-def precision_callbacks(precision:str='auto') -> list:
-    "The mixed-precision callbacks of `resolve_precision(precision)`: none for fp32, fastai's `MixedPrecision` on CUDA, `CPUMixedPrecision` for bf16 on the CPU."
-    precision, cuda = resolve_precision(precision), torch.cuda.is_available()
-    if precision == 'fp32': return []
-    if precision == 'fp16': return [MixedPrecision()]
-    return [MixedPrecision(amp_mode='bf16') if cuda else CPUMixedPrecision()]
-
 # %% ../../nbs/40_learner_cls.ipynb #143fa784
 def _add_normalize(dls, model:nn.Module):
-    "Normalize batches with the model's statistics (ImageNet's unless timm's config says otherwise), unless `dls` already normalizes."
+    "Normalize batches with the model's statistics (ImageNet's, or timm's config's), unless `dls` already does."
     if dls.after_batch.fs.filter(risinstance(Normalize)): return
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    dls.add_tfms([Normalize.from_stats(cfg.get('mean', imagenet_stats[0]), cfg.get('std', imagenet_stats[1]))], 'after_batch')
+    dls.add_tfms([Normalize.from_stats(cfg.get('mean', imagenet_stats[0]), cfg.get('std', imagenet_stats[1]))],
+                 'after_batch')
 
 @delegates(Learner.__init__)
-def cls_learner(dls, arch='resnet18', pretrained=None, n_out:int|None=None, normalize:bool=True, metrics=accuracy,
-                splitter=None, n_body:int=2, precision:str='auto', model_kwargs:dict|None=None, cbs=None, **kwargs) -> Learner:
-    "A fastai `Learner` classifying `dls` with `arch`; body stages and head in separate parameter groups, frozen when `pretrained`."
+def cls_learner(dls,                     # the image classification `DataLoaders`
+                arch='resnet18',         # a name (ours or timm's), a constructor taking `num_classes`, or a module
+                pretrained=None,         # a local weights file (`load_classifier_weights`), or None
+                n_out:int|None=None,     # the number of classes (None: from `dls`)
+                normalize:bool=True,     # add the model's `Normalize` unless `dls` already normalizes
+                metrics=accuracy,        # fastai metrics
+                splitter=None,           # parameter groups (None: `cls_splitter`)
+                n_body:int=2,            # `cls_splitter`'s body groups
+                precision:str='auto',    # mixed precision (`precision_callbacks`)
+                model_kwargs:dict|None=None, # to the model's constructor (`create_cls_model`)
+                cbs=None,                # more callbacks
+                **kwargs,                # to fastai's `Learner`
+               ) -> Learner:             # frozen when `pretrained` is given
+    "A fastai `Learner` classifying `dls` with `arch`; body stages and head in separate parameter groups."
     n_out = ifnone(n_out, get_c(dls))
     if not n_out: raise ValueError("cannot tell the number of classes from `dls`: pass `n_out`")
     model = create_cls_model(arch, n_out, pretrained, **(model_kwargs or {}))

@@ -17,7 +17,7 @@ import fastai.callback.progress, fastai.callback.schedule   # the progress table
 from ..core import VisionnbError
 from ..data.transforms import show_sample
 from ..metrics import coco_metrics
-from .cls import precision_callbacks
+from .precision import precision_callbacks
 from .registry import DETECTORS, create_detector
 from .inference import unwrap_model, drawing_order, predict_detections
 # the prediction API and the export moved to their own modules: still importable from here under their names

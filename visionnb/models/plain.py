@@ -11,17 +11,21 @@ __all__ = ['PlainConvNet']
 
 # %% ../../nbs/13_models_plain.ipynb #d553ded0
 class PlainConvNet(nn.Module):
-    "A plain convolutional classifier: stages of conv-BatchNorm-ReLU, max pooling before all but the first and the last (which dilates instead: stride 8), global average pooling, a linear layer."
-    def __init__(self, n_out:int, channels=(16, 32, 64, 128, 128)):
+    "A plain convolutional classifier: conv-BatchNorm-ReLU stages, global average pooling, a linear layer."
+    def __init__(self, n_out:int,                    # the number of classes
+                 channels=(16, 32, 64, 128, 128),    # per stage: max pooled between, the last dilated (stride 8)
+                ):
         super().__init__()
         stages, c_in, last = [], 3, len(channels) - 1
         for k, c in enumerate(channels):
             d = 2 if k == last else 1
             pool = [nn.MaxPool2d(2)] if 0 < k < last else []
-            stages.append(nn.Sequential(*pool, nn.Conv2d(c_in, c, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)))
+            stages.append(nn.Sequential(*pool, nn.Conv2d(c_in, c, 3, padding=d, dilation=d, bias=False),
+                                        nn.BatchNorm2d(c), nn.ReLU(inplace=True)))
             c_in = c
         self.stages = nn.Sequential(*stages)
-        self.feature_info = [dict(num_chs=c, reduction=2**min(k, last - 1), module=f'stages.{k}') for k, c in enumerate(channels)]
+        self.feature_info = [dict(num_chs=c, reduction=2**min(k, last - 1), module=f'stages.{k}')
+                             for k, c in enumerate(channels)]
         self.fc = nn.Linear(c_in, n_out)
 
     def forward(self, x): return self.fc(self.stages(x).mean((2, 3)))

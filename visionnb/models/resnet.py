@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['RESNET_VARIANTS', 'SqueezeExcite', 'BasicBlock', 'SplitAttentionConv', 'Bottleneck', 'shortcut_projection',
-           'make_stem', 'make_stage', 'ResNet', 'create_resnet', 'resnet18', 'resnet34', 'resnet50', 'resnet101',
-           'resnet152', 'resnet50d', 'resnext50_32x4d', 'resnext101_32x8d', 'seresnet50', 'seresnext50_32x4d',
-           'resnest50d', 'load_timm_state_dict', 'from_timm', 'randomize_batchnorm', 'timm_parity']
+__all__ = ['RESNET_STAGES', 'RESNET_VARIANTS', 'SqueezeExcite', 'BasicBlock', 'SplitAttentionConv', 'Bottleneck',
+           'shortcut_projection', 'make_stem', 'make_stage', 'ResNet', 'create_resnet', 'resnet18', 'resnet34',
+           'resnet50', 'resnet101', 'resnet152', 'resnet50d', 'resnext50_32x4d', 'resnext101_32x8d', 'seresnet50',
+           'seresnext50_32x4d', 'resnest50d', 'load_timm_state_dict', 'from_timm', 'randomize_batchnorm', 'timm_parity']
 
 # %% ../../nbs/10_models_resnet.ipynb #3a597b1e
 def _make_divisible(value:float, divisor:int=8, min_value:int|None=None, round_limit:float=0.9) -> int:
@@ -199,6 +199,8 @@ def make_stage(block, in_channels:int, planes:int, num_blocks:int, stride:int, a
     return nn.Sequential(*blocks)
 
 # %% ../../nbs/10_models_resnet.ipynb #def59b0e
+RESNET_STAGES = dict(stem=r'^conv1|^bn1|^maxpool', blocks=r'^layer(\d+)')   # timm's ResNet.group_matcher(coarse=True)
+
 class ResNet(nn.Module):
     "ResNet, ResNeXt, SE-ResNe(X)t and ResNeSt in one configurable class, with timm's module names and `feature_info`."
     def __init__(self,
@@ -270,6 +272,10 @@ class ResNet(nn.Module):
         "Global average pool, then the classifier unless `pre_logits`."
         x = self.global_pool(x)
         return x if pre_logits else self.fc(x)
+
+    def group_matcher(self, coarse:bool=False) -> dict: # regular expressions for `timm.models.group_parameters`
+        "timm's parameter groups: the stem, then one group per stage (`coarse`) or per block."
+        return dict(RESNET_STAGES) if coarse else dict(RESNET_STAGES, blocks=r'^layer(\d+)\.(\d+)')
 
     def forward(self, x): return self.forward_head(self.forward_features(x))
 

@@ -8,23 +8,24 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastcore.basics import patch
 from fastcore.meta import delegates
 from torchvision.ops import sigmoid_focal_loss
 from ..data.core import masks_to_boxes
-from ..det.core import Detector, batch_normalizer, flatten_levels, image_prior_weight, predictor, detector_pyramid, weighted_sum, _norm
+from ..det.core import (Detector, batch_normalizer, flatten_levels, image_prior_weight, predictor,
+                               detector_pyramid, weighted_sum, _norm)
 from .matrix_nms import matrix_nms
 
 # %% auto #0
 __all__ = ['SOLO_GRIDS', 'SOLO_SCALE_RANGES', 'SOLO_SMALL_IMAGES', 'mask_centers', 'solo_scale_ranges', 'center_region',
            'assign_solo', 'coordinates', 'with_coordinates', 'mask_logits', 'dice_loss', 'point_nms', 'conv_norm_relu',
-           'MaskFeatureBranch', 'conv_tower_from', 'SOLOv2Head', 'MasksMissingError', 'padded_masks', 'SOLOv2',
+           'MaskFeatureBranch', 'conv_tower_from', 'SOLOv2Head', 'MasksMissingError', 'padded_masks',
            'solo_mask_targets', 'solo_losses', 'solo_candidates', 'solo_instances', 'upsampled_masks',
-           'instance_predictions', 'solov2']
+           'instance_predictions', 'SOLOv2', 'solov2']
 
 # %% ../../nbs/31_seg_solov2.ipynb #f89861f0
-def mask_centers(masks:torch.Tensor) -> torch.Tensor:
-    "Centres of mass `(x, y)` in pixels (pixel `i` centred at `i + 0.5`) of binary masks `[..., H, W]`; `(0, 0)` for an empty mask."
+def mask_centers(masks:torch.Tensor, # binary masks `[..., H, W]`
+                ) -> torch.Tensor:   # `[..., 2]`; `(0, 0)` for an empty mask
+    "Centres of mass `(x, y)` in pixels (pixel `i` centred at `i + 0.5`) of binary masks."
     m = masks.float()
     area = m.sum((-2, -1)).clamp(min=1)
     ys = torch.arange(m.shape[-2], device=m.device, dtype=m.dtype) + 0.5
@@ -35,14 +36,22 @@ def mask_centers(masks:torch.Tensor) -> torch.Tensor:
 SOLO_GRIDS = (40, 36, 24, 16, 12)
 SOLO_SCALE_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
 # for images of 160-320 px (the embedded dataset's): coarser grids and half the paper's ranges (made for ~800 px)
-SOLO_SMALL_IMAGES = dict(num_grids=(24, 20, 16, 12, 8), scale_ranges=((0.5, 48.), (24., 96.), (48., 192.), (96., 384.), (192., 1024.)))
+SOLO_SMALL_IMAGES = dict(num_grids=(24, 20, 16, 12, 8),
+                         scale_ranges=((0.5, 48.), (24., 96.), (48., 192.), (96., 384.), (192., 1024.)))
 
-def solo_scale_ranges(factor:float=1., ranges=SOLO_SCALE_RANGES) -> tuple:
-    "The paper's object-size ranges per level (`sqrt(w · h)` in input pixels, for ~800-pixel images) multiplied by `factor`."
+def solo_scale_ranges(factor:float=1.,          # multiplies every bound
+                      ranges=SOLO_SCALE_RANGES, # per level `(low, high)` of `sqrt(w · h)` in input pixels
+                     ) -> tuple:
+    "The paper's object-size ranges per level (for ~800-pixel images) multiplied by `factor`."
     return tuple((low * factor, high * factor) for low, high in ranges)
 
-def center_region(centers:torch.Tensor, boxes:torch.Tensor, image_size, grid:int, sigma:float=0.2) -> tuple:
-    "`(first, last)` cell `(column, row)` of each object's centre region on a `grid x grid` grid: the box shrunk by `sigma` around `centers`, within one cell of the centre's."
+def center_region(centers:torch.Tensor, # `[..., 2]` the objects' centres `(x, y)` in pixels
+                  boxes:torch.Tensor,   # `[..., 4]` their boxes, xyxy
+                  image_size,           # `(height, width)` in pixels
+                  grid:int,             # the grid's cells on a side
+                  sigma:float=0.2,      # the region: the box scaled by `sigma` around the centre
+                 ) -> tuple:            # `(first, last)` cell `(column, row)`, each `[..., 2]`
+    "Each object's centre region on a `grid x grid` grid: its shrunk box, within one cell of the centre's cell."
     size = boxes.new_tensor([image_size[1], image_size[0]])
     half = 0.5 * sigma * (boxes[..., 2:] - boxes[..., :2])
     cell = torch.floor(centers / size * grid).clamp(0, grid - 1)
@@ -51,29 +60,38 @@ def center_region(centers:torch.Tensor, boxes:torch.Tensor, image_size, grid:int
     return first, last
 
 # %% ../../nbs/31_seg_solov2.ipynb #e5f7f37c
-def assign_solo(gt_boxes:torch.Tensor, gt_centers:torch.Tensor, gt_mask:torch.Tensor, image_size, num_grids=SOLO_GRIDS,
-                scale_ranges=SOLO_SCALE_RANGES, sigma:float=0.2) -> torch.Tensor:
-    "`[B, N]` index (into `M`) of the object each grid cell learns, -1 for background: its centre region covers the cell, its scale is in the level's range, smallest area first."
-    if gt_boxes.shape[1] == 0: return torch.full((gt_boxes.shape[0], sum(g * g for g in num_grids)), -1, dtype=torch.int64, device=gt_boxes.device)
+def assign_solo(gt_boxes:torch.Tensor,          # `[B, M, 4]` the padded boxes, xyxy
+                gt_centers:torch.Tensor,        # `[B, M, 2]` the objects' centres `(x, y)` (`mask_centers`)
+                gt_mask:torch.Tensor,           # `[B, M]` which objects are real
+                image_size,                     # `(height, width)` of the padded input
+                num_grids=SOLO_GRIDS,           # per level, the grid's cells on a side
+                scale_ranges=SOLO_SCALE_RANGES, # per level, the `(low, high)` of `sqrt(area)` it learns
+                sigma:float=0.2,                # the centre region: the box scaled by `sigma` around the centre
+               ) -> torch.Tensor:               # `[B, N]` an index into `M`, -1 for background
+    "The object each grid cell learns: its centre region covers the cell, its scale fits the level; smallest area wins."
+    if gt_boxes.shape[1] == 0:
+        return torch.full((gt_boxes.shape[0], sum(g * g for g in num_grids)), -1, dtype=torch.int64,
+                          device=gt_boxes.device)
     area = (gt_boxes[..., 2:] - gt_boxes[..., :2]).prod(-1)
     levels = []
     for grid, (low, high) in zip(num_grids, scale_ranges):
         first, last = center_region(gt_centers, gt_boxes, image_size, grid, sigma)
-        index = torch.arange(grid, device=gt_boxes.device, dtype=gt_boxes.dtype)[:, None]                 # [S, 1] against [B, 1, M]
+        index = torch.arange(grid, device=gt_boxes.device, dtype=gt_boxes.dtype)[:, None]   # [S, 1] against [B, 1, M]
         cols = (index >= first[:, None, :, 0]) & (index <= last[:, None, :, 0])
         rows = (index >= first[:, None, :, 1]) & (index <= last[:, None, :, 1])
         member = (area.sqrt() >= low) & (area.sqrt() <= high) & gt_mask
-        claim = rows[:, :, None] & cols[:, None] & member[:, None, None]                                  # [B, S, S, M]
-        smallest = torch.where(claim, area[:, None, None], math.inf).argmin(-1)                           # the first of equal areas
+        claim = rows[:, :, None] & cols[:, None] & member[:, None, None]                    # [B, S, S, M]
+        smallest = torch.where(claim, area[:, None, None], math.inf).argmin(-1)             # the first of equal areas
         levels.append(torch.where(claim.any(-1), smallest, -1).flatten(1))
     return torch.cat(levels, 1)
 
 # %% ../../nbs/31_seg_solov2.ipynb #a850074f
-def coordinates(x:torch.Tensor) -> torch.Tensor:
-    "CoordConv's two channels `[B, 2, H, W]` for the feature map `x`: x, then y, each from -1 at the first column (row) to 1 at the last."
+def coordinates(x:torch.Tensor,   # a feature map `[B, C, H, W]`
+               ) -> torch.Tensor: # `[B, 2, H, W]`: x, then y, each from -1 at the first column (row) to 1 at the last
+    "CoordConv's two coordinate channels for the feature map `x`."
     h, w = x.shape[-2:]
-    y, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype), torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype),
-                           indexing='ij')
+    y, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype),
+                           torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype), indexing='ij')
     return torch.stack([xs, y])[None].expand(x.shape[0], -1, -1, -1)
 
 def with_coordinates(x:torch.Tensor) -> torch.Tensor:
@@ -81,20 +99,26 @@ def with_coordinates(x:torch.Tensor) -> torch.Tensor:
     return torch.cat([x, coordinates(x)], 1)
 
 # %% ../../nbs/31_seg_solov2.ipynb #7e411494
-def mask_logits(kernels:torch.Tensor, mask_features:torch.Tensor) -> torch.Tensor:
-    "Mask logits `[B, K, h, w]` of the 1 x 1 dynamic convolution of `mask_features [B, E, h, w]` by each image's `kernels [B, K, E]`."
+def mask_logits(kernels:torch.Tensor,       # `[B, K, E]` each image's kernels
+                mask_features:torch.Tensor, # `[B, E, h, w]`
+               ) -> torch.Tensor:           # `[B, K, h, w]`
+    "Mask logits: the 1 x 1 dynamic convolution of each image's `mask_features` by its `kernels`."
     b, e, h, w = mask_features.shape
     return torch.bmm(kernels, mask_features.reshape(b, e, h * w)).view(b, -1, h, w)
 
 # %% ../../nbs/31_seg_solov2.ipynb #bf082d82
-def dice_loss(logits:torch.Tensor, targets:torch.Tensor) -> torch.Tensor:
-    "Per mask `1 - 2 Σ p·q / (Σ p² + Σ q²)`, `p = sigmoid(logits)`, for masks `[K, ...]`; 0 for a perfect prediction, 1 for a disjoint one."
+def dice_loss(logits:torch.Tensor,  # mask logits `[K, ...]`
+              targets:torch.Tensor, # binary masks `[K, ...]`
+             ) -> torch.Tensor:     # `[K]`: 0 for a perfect prediction, 1 for a disjoint one
+    "Per mask `1 - 2 Σ p·q / (Σ p² + Σ q²)`, `p = sigmoid(logits)`, `q` the target."
     p, q = logits.sigmoid().flatten(1), targets.flatten(1).to(logits.dtype)
     return 1 - 2 * (p * q).sum(1) / ((p * p).sum(1) + (q * q).sum(1)).clamp(min=1e-6)
 
 # %% ../../nbs/31_seg_solov2.ipynb #afb7522d
-def point_nms(scores:torch.Tensor, num_grids) -> torch.Tensor:
-    "`scores [B, N, C]` of the flattened grids, with every score that is not the largest of its 2 x 2 neighbourhood (cell, left, up, up-left) set to 0."
+def point_nms(scores:torch.Tensor, # `[B, N, C]` the scores of the flattened grids
+              num_grids,           # per level, the grid's cells on a side
+             ) -> torch.Tensor:    # `[B, N, C]`
+    "`scores` with every score that is not the largest of its 2 x 2 neighbourhood (cell, left, up, up-left) set to 0."
     levels = []
     for level, grid in zip(scores.split([g * g for g in num_grids], 1), num_grids):
         b, n, c = level.shape
@@ -112,92 +136,212 @@ def conv_norm_relu(in_channels:int, out_channels:int, norm:str|None='gn') -> nn.
     return nn.Sequential(conv, *_norm(norm, out_channels), nn.ReLU(inplace=True))
 
 class MaskFeatureBranch(nn.Module):
-    "SOLOv2's unified mask features `[B, out_channels, H/4, W/4]` from P2-P5: per level conv blocks and upsampling to P2's size, coordinates on P5, sum, 1 x 1 projection."
-    def __init__(self, in_channels:int=256, channels:int=128, out_channels:int=256, levels:int=4, norm:str|None='gn'):
+    "SOLOv2's unified mask features `[B, out_channels, H/4, W/4]` from P2-P5: per-level convs at P2's size, summed."
+    def __init__(self, in_channels:int=256, # the FPN's width
+                 channels:int=128,          # the conv blocks' width
+                 out_channels:int=256,      # the mask features' width `E` (a final 1 x 1 projection)
+                 levels:int=4,              # the FPN levels read, P2 first; the coarsest gets coordinates
+                 norm:str|None='gn'):       # `'gn'`, `'bn'` or None
         super().__init__()
         self.stages = nn.ModuleList(
-            nn.ModuleList(conv_norm_relu((in_channels + 2 * (level == levels - 1)) if i == 0 else channels, channels, norm) for i in range(max(1, level)))
+            nn.ModuleList(conv_norm_relu((in_channels + 2 * (level == levels - 1)) if i == 0 else channels,
+                                         channels, norm) for i in range(max(1, level)))
             for level in range(levels))
         projection = nn.Conv2d(channels, out_channels, 1, bias=norm is None)
         nn.init.normal_(projection.weight, std=0.01)
         self.projection = nn.Sequential(projection, *_norm(norm, out_channels), nn.ReLU(inplace=True))
         self.out_channels = out_channels
 
-    def forward(self, features:list) -> torch.Tensor:
+    def forward(self, features:list, # the FPN's maps, P2 first
+               ) -> torch.Tensor:    # `[B, out_channels, H/4, W/4]`
         total = 0
         for level, (stage, x) in enumerate(zip(self.stages, features)):
             if level == len(self.stages) - 1: x = with_coordinates(x)
             for i, block in enumerate(stage):
                 x = block(x)
                 # to the next finer level's size, not a fixed factor 2: sizes need not be multiples of 32
-                if level: x = F.interpolate(x, size=features[level - i - 1].shape[-2:], mode='bilinear', align_corners=False)
+                if level:
+                    x = F.interpolate(x, size=features[level - i - 1].shape[-2:], mode='bilinear',
+                                      align_corners=False)
             total = total + x
         return self.projection(total)
 
 # %% ../../nbs/31_seg_solov2.ipynb #8c7f1ac5
 def conv_tower_from(in_channels:int, channels:int, num_convs:int, norm:str|None='gn') -> nn.Sequential:
     "`num_convs` `conv_norm_relu` blocks, the first from `in_channels` to `channels`."
-    return nn.Sequential(*[conv_norm_relu(in_channels if i == 0 else channels, channels, norm) for i in range(num_convs)])
+    return nn.Sequential(*[conv_norm_relu(in_channels if i == 0 else channels, channels, norm)
+                           for i in range(num_convs)])
 
 class SOLOv2Head(nn.Module):
-    "Per level, on the feature resized to its grid: kernels `[B, S², E]` (from the feature and its coordinates) and category logits `[B, S², C]`; flattened over levels."
-    def __init__(self, in_channels:int, num_classes:int, kernel_channels:int, num_grids=SOLO_GRIDS, channels:int=512, num_convs:int=4,
-                 prior_probability:float=0.01):
+    "Per level, on the feature resized to its grid: kernels (from it and its coordinates) and category logits."
+    def __init__(self, in_channels:int,          # the FPN's width
+                 num_classes:int,                # `C`
+                 kernel_channels:int,            # `E`, the kernels' width (the mask features')
+                 num_grids=SOLO_GRIDS,           # per level, the grid's cells on a side `S`
+                 channels:int=512,               # the towers' width
+                 num_convs:int=4,                # the towers' depth
+                 prior_probability:float=0.01):  # every class's starting sigmoid
         super().__init__()
         self.num_classes, self.kernel_channels, self.num_grids = num_classes, kernel_channels, tuple(num_grids)
         self.kernel_tower = conv_tower_from(in_channels + 2, channels, num_convs)
         self.category_tower = conv_tower_from(in_channels, channels, num_convs)
         self.kernel = predictor(channels, kernel_channels)
         self.category = predictor(channels, num_classes, prior_probability)
-        # each grid's coordinates as a constant: built from the input's shape, onnxslim folded them wrongly (found by the ONNX parity test)
-        for level, grid in enumerate(self.num_grids): self.register_buffer(f'coordinates_{level}', coordinates(torch.zeros(1, 1, grid, grid)), persistent=False)
+        # each grid's coordinates as a constant: built from the input's shape, onnxslim folded them wrongly
+        # (found by the ONNX parity test)
+        for level, grid in enumerate(self.num_grids):
+            self.register_buffer(f'coordinates_{level}', coordinates(torch.zeros(1, 1, grid, grid)), persistent=False)
 
-    def forward(self, features:list) -> dict:
+    def forward(self, features:list, # the levels' maps (`SOLOv2.head_levels`)
+               ) -> dict:            # `{'cls_logits': [B, N, C], 'kernels': [B, N, E]}`, `N` the cells of all levels
         kernels, logits = [], []
         for level, (x, grid) in enumerate(zip(features, self.num_grids)):
             x = F.interpolate(x, size=(grid, grid), mode='bilinear', align_corners=False)
             where = getattr(self, f'coordinates_{level}').to(x.dtype).expand(x.shape[0], -1, -1, -1)
             kernels.append(self.kernel(self.kernel_tower(torch.cat([x, where], 1))))
             logits.append(self.category(self.category_tower(x)))
-        return dict(cls_logits=flatten_levels(logits, self.num_classes), kernels=flatten_levels(kernels, self.kernel_channels))
+        return dict(cls_logits=flatten_levels(logits, self.num_classes),
+                    kernels=flatten_levels(kernels, self.kernel_channels))
 
 # %% ../../nbs/31_seg_solov2.ipynb #57a72ec5
 class MasksMissingError(ValueError):
     "A SOLOv2 loss was asked for targets without instance masks."
 
-def padded_masks(targets, count:int, device=None) -> torch.Tensor:
-    "The targets' instance masks as one bool tensor `[B, count, H, W]` (objects padded with empty masks); a clear error when a target has none."
+def padded_masks(targets,          # the batch's targets, each with `masks`
+                 count:int,        # the objects per image after padding
+                 device=None,
+                ) -> torch.Tensor: # bool `[B, count, H, W]`, objects padded with empty masks
+    "The targets' instance masks as one tensor; a clear error when a target has none."
     if any('masks' not in t for t in targets):
-        raise MasksMissingError('SOLOv2 learns from instance masks but the targets have none: make the DataLoaders with det_dls(..., masks=True) '
-                                'from records with segmentations')
+        raise MasksMissingError('SOLOv2 learns from instance masks but the targets have none: '
+                                'make the DataLoaders with det_dls(..., masks=True) from records with segmentations')
     height, width = targets[0]['masks'].shape[-2:]
     out = torch.zeros(len(targets), count, height, width, dtype=torch.bool, device=device)
     for i, t in enumerate(targets): out[i, :len(t['masks'])] = t['masks'].as_subclass(torch.Tensor).bool()
     return out
 
+# %% ../../nbs/31_seg_solov2.ipynb #52b483ab
+def solo_mask_targets(masks:torch.Tensor, # `[B, M, H, W]` binary masks
+                      size,               # the mask features' `(h, w)`
+                     ) -> torch.Tensor:   # bool `[B, M, h, w]`
+    "Masks at the mask features' size: an output pixel is in when at least half of it is covered."
+    if masks.shape[1] == 0: return masks.new_zeros(*masks.shape[:2], *size)
+    return F.interpolate(masks.float(), size=tuple(size), mode='area') >= 0.5
+
+def solo_losses(outputs:dict,                        # `SOLOv2.forward`'s: `cls_logits`, `kernels`, `mask_features`
+                matched:torch.Tensor,                # `[B, N]` the assignment: an index into `M`, negative for none
+                gt_labels:torch.Tensor,              # `[B, M]` the padded labels
+                gt_masks:torch.Tensor,               # `[B, M, H, W]` the padded masks
+                mask_weight:float=3.,                # multiplies the Dice loss
+                prior_weight:torch.Tensor|None=None, # `[N]` weighs each cell's part of the sums
+               ) -> dict:                            # `{'classification', 'mask'}`
+    "Focal loss of every cell per positive (plus one) and the mean Dice loss of the positive cells' masks."
+    logits, kernels, features = outputs['cls_logits'], outputs['kernels'], outputs['mask_features']
+    image, cell = (matched >= 0).nonzero(as_tuple=True)
+    index = matched[image, cell]
+    classes = torch.zeros_like(logits)
+    classes[image, cell, gt_labels[image, index]] = 1.
+    positives = batch_normalizer(len(image))
+    targets = solo_mask_targets(gt_masks, features.shape[-2:])[image, index]
+    predicted = torch.cat([kernels[i, cell[image == i]] @ features[i].flatten(1) for i in range(len(features))])
+    weight = image_prior_weight(prior_weight, matched)
+    dice = weighted_sum(dice_loss(predicted, targets), None if weight is None else weight[image, cell]) / positives
+    return dict(classification=weighted_sum(sigmoid_focal_loss(logits, classes, reduction='none'), weight)
+                / (positives + 1), mask=mask_weight * dice)
+
+# %% ../../nbs/31_seg_solov2.ipynb #0acc8f7d
+def solo_candidates(model:SOLOv2, # its grids, strides, `nms_pre`, `score_thresh` and `mask_thresh`
+                    outputs:dict, # `SOLOv2.forward`'s
+                   ) -> tuple:    # `(probabilities [B, K, h, w], masks, scores [B, K], labels)`
+    "The best `nms_pre` (cell, class) pairs after `point_nms`, scored times maskness; 0 if low or the mask is tiny."
+    # plain tensors: fastai's tensor subclasses (a batch's TensorImage) do not take every factory call made below
+    logits, kernels, features = (outputs[k].as_subclass(torch.Tensor)
+                                 for k in ('cls_logits', 'kernels', 'mask_features'))
+    scores = point_nms(logits.sigmoid(), model.num_grids)
+    classes = scores.shape[-1]
+    top, flat = scores.flatten(1).topk(min(model.nms_pre, scores.shape[1] * classes))
+    cell, labels = flat // classes, flat % classes
+    probabilities = mask_logits(kernels.gather(1, cell[..., None].expand(-1, -1, kernels.shape[-1])),
+                                features).sigmoid()
+    masks = probabilities > model.mask_thresh
+    areas = masks.sum((-2, -1)).to(probabilities.dtype)
+    valid = (top > model.score_thresh) & (areas > model.cell_strides(top.device, top.dtype)[cell])
+    maskness = (probabilities * masks).sum((-2, -1)) / areas.clamp(min=1)
+    return probabilities, masks, top * maskness * valid, labels
+
+def solo_instances(model:SOLOv2,                 # its `update_thresh`, `nms_kernel`, `nms_sigma`, `max_detections`
+                   outputs:dict,                 # `SOLOv2.forward`'s
+                   max_detections:int|None=None, # the most instances per image (None: the model's)
+                  ) -> tuple: # `(counts [B], scores [B, K], labels [B, K], probabilities [B, K, h, w])`
+    "Per image the best candidates after matrix NMS, decayed score >= `update_thresh`, best first, 0 past `counts`."
+    probabilities, masks, scores, labels = solo_candidates(model, outputs)
+    decayed = matrix_nms(masks, labels, scores, model.nms_kernel, model.nms_sigma)
+    decayed = torch.where((decayed >= model.update_thresh) & (decayed > 0), decayed, 0.)
+    top, index = decayed.topk(min(max_detections or model.max_detections, decayed.shape[1]))
+    labels = labels.gather(1, index)
+    probabilities = probabilities.gather(1, index[..., None, None].expand(-1, -1, *probabilities.shape[-2:]))
+    return (top > 0).sum(1), top, labels, probabilities
+
+def upsampled_masks(probabilities:torch.Tensor, # `[K, h/4, w/4]` mask probabilities
+                    image_size,                 # `(h, w)` to crop to
+                    threshold:float=0.5,        # a pixel is in above it
+                   ) -> torch.Tensor:           # `uint8 [K, h, w]`
+    "Mask probabilities upsampled 4x (bilinear), cropped to `image_size` and thresholded."
+    h, w = image_size
+    if not len(probabilities): return probabilities.new_zeros(0, h, w, dtype=torch.uint8)
+    size = (4 * probabilities.shape[-2], 4 * probabilities.shape[-1])
+    return (F.interpolate(probabilities[None], size=size, mode='bilinear', align_corners=False)[0, :, :h, :w]
+            > threshold).to(torch.uint8)
+
+def instance_predictions(counts,                # `[B]` the instances per image (`solo_instances`)
+                         scores,                # `[B, K]`
+                         labels,                # `[B, K]`
+                         probabilities,         # `[B, K, h/4, w/4]` the mask probabilities
+                         image_sizes,           # per image the unpadded input size `(h, w)`
+                         mask_thresh:float=0.5, # a mask pixel is in above it
+                        ) -> list[dict]:        # per image `masks` (`uint8`), tight `boxes`, `scores`, `labels`
+    "Per image the first `counts[i]` instances of `solo_instances`' padded outputs as a prediction."
+    results = []
+    for n, s, l, p, size in zip(counts.tolist(), scores, labels, probabilities, image_sizes):
+        masks = upsampled_masks(p[:n], size, mask_thresh)
+        results.append(dict(boxes=torch.from_numpy(masks_to_boxes(masks.cpu())).to(masks.device),
+                            scores=s[:n], labels=l[:n], masks=masks))
+    return results
+
 # %% ../../nbs/31_seg_solov2.ipynb #67889ddc
 class SOLOv2(Detector):
-    "SOLOv2: per grid cell of five levels a class and a dynamic 1 x 1 kernel over shared mask features; matrix NMS at inference."
+    "SOLOv2: per grid cell of five levels a class and a dynamic 1 x 1 kernel over shared mask features; matrix NMS."
     level_strides = (8, 8, 16, 32, 32)
     predicts_masks = True   # the learner evaluates masks (COCO segm) beside boxes
-    postprocess_settings = ('score_thresh', 'max_detections', 'mask_thresh', 'nms_pre', 'update_thresh', 'nms_kernel', 'nms_sigma')
+    postprocess_settings = ('score_thresh', 'max_detections', 'mask_thresh', 'nms_pre', 'update_thresh', 'nms_kernel',
+                            'nms_sigma')
     graph_kind = 'instances'
 
     @classmethod
     def recipe(cls, channels:int, num_convs:int, **options) -> dict:
         "Every width `channels`; `SOLO_SMALL_IMAGES`' coarser grids and halved object-size ranges."
-        return dict(channels=channels, num_convs=num_convs, head_channels=channels, mask_channels=channels, kernel_channels=channels,
-                    **SOLO_SMALL_IMAGES)
+        return dict(channels=channels, num_convs=num_convs, head_channels=channels, mask_channels=channels,
+                    kernel_channels=channels, **SOLO_SMALL_IMAGES)
 
-    def __init__(self, backbone:nn.Module, neck:nn.Module, mask_branch:nn.Module, head:nn.Module, vocab, scale_ranges=SOLO_SCALE_RANGES,
-                 sigma:float=0.2, mask_weight:float=3., score_thresh:float=0.1, mask_thresh:float=0.5, nms_pre:int=500,
-                 update_thresh:float=0.05, nms_kernel:str='gaussian', nms_sigma:float=2., max_detections:int=100):
+    def __init__(self, backbone:nn.Module, neck:nn.Module, mask_branch:nn.Module, head:nn.Module, vocab,
+                 scale_ranges=SOLO_SCALE_RANGES, # per level, the `(low, high)` of `sqrt(area)` it learns
+                 sigma:float=0.2,                # `assign_solo`'s centre region: the box scaled by `sigma`
+                 mask_weight:float=3.,           # multiplies the Dice loss
+                 score_thresh:float=0.1,         # candidates score above it
+                 mask_thresh:float=0.5,          # a mask pixel is in above it
+                 nms_pre:int=500,                # the (cell, class) candidates per image before matrix NMS
+                 update_thresh:float=0.05,       # instances keep a decayed score at least this
+                 nms_kernel:str='gaussian',      # matrix NMS's decay: 'gaussian' or 'linear'
+                 nms_sigma:float=2.,             # the Gaussian decay's sigma
+                 max_detections:int=100):        # the most instances per image
         super().__init__(vocab)
         self.backbone, self.neck, self.mask_branch, self.head = backbone, neck, mask_branch, head
         self.num_grids, self.scale_ranges = head.num_grids, tuple(tuple(map(float, r)) for r in scale_ranges)
-        if len(self.scale_ranges) != len(self.num_grids): raise ValueError(f'{len(self.num_grids)} grids need as many scale ranges, got {len(self.scale_ranges)}')
+        if len(self.scale_ranges) != len(self.num_grids):
+            raise ValueError(f'{len(self.num_grids)} grids need as many scale ranges, got {len(self.scale_ranges)}')
         self.sigma, self.mask_weight = sigma, mask_weight
-        self.score_thresh, self.mask_thresh, self.nms_pre, self.update_thresh = score_thresh, mask_thresh, nms_pre, update_thresh
+        (self.score_thresh, self.mask_thresh,
+         self.nms_pre, self.update_thresh) = score_thresh, mask_thresh, nms_pre, update_thresh
         self.nms_kernel, self.nms_sigma, self.max_detections = nms_kernel, nms_sigma, max_detections
 
     def head_levels(self, features:list) -> list[torch.Tensor]:
@@ -207,14 +351,16 @@ class SOLOv2(Detector):
         return [F.interpolate(p2, size=p3.shape[-2:], mode='bilinear', align_corners=False), p3, p4, p5,
                 F.interpolate(p6, size=p5.shape[-2:], mode='bilinear', align_corners=False)]
 
-    def forward(self, images:torch.Tensor) -> dict:
-        "`{'cls_logits': [B, N, C], 'kernels': [B, N, E], 'mask_features': [B, E, H/4, W/4]}` for a batch of normalized images."
+    def forward(self, images:torch.Tensor, # a batch of normalized images
+               ) -> dict: # `{'cls_logits': [B, N, C], 'kernels': [B, N, E], 'mask_features': [B, E, H/4, W/4]}`
+        "Every cell's category logits and kernel, and the shared mask features."
         features = self.neck(self.backbone(images))
         return dict(self.head(self.head_levels(features)), mask_features=self.mask_branch(features))
 
     def cell_strides(self, device=None, dtype=torch.float32) -> torch.Tensor:
         "The stride of each cell's level, `[N]`."
-        return torch.cat([torch.full((g * g,), s, device=device, dtype=dtype) for g, s in zip(self.num_grids, self.level_strides)])
+        return torch.cat([torch.full((g * g,), s, device=device, dtype=dtype)
+                          for g, s in zip(self.num_grids, self.level_strides)])
 
     def prior_levels(self, outputs:dict) -> tuple[list[int], list[str]]:
         "The `g * g` cells of each level's grid; levels named by their feature map and grid."
@@ -226,90 +372,44 @@ class SOLOv2(Detector):
 
     def graph_settings(self) -> dict:
         "The thresholds of `solo_instances`; duplicates go by matrix NMS."
-        return dict(score_thresh=self.score_thresh, mask_thresh=self.mask_thresh, update_thresh=self.update_thresh, nms='matrix')
+        return dict(score_thresh=self.score_thresh, mask_thresh=self.mask_thresh, update_thresh=self.update_thresh,
+                    nms='matrix')
 
-# %% ../../nbs/31_seg_solov2.ipynb #52b483ab
-def solo_mask_targets(masks:torch.Tensor, size) -> torch.Tensor:
-    "Binary masks `[B, M, H, W]` at the mask features' `size`: the fraction of each output pixel covered, at least one half."
-    if masks.shape[1] == 0: return masks.new_zeros(*masks.shape[:2], *size)
-    return F.interpolate(masks.float(), size=tuple(size), mode='area') >= 0.5
+    def loss(self, outputs:dict, targets,
+             prior_weight:torch.Tensor|None=None, # `[N]` weighs each cell's part
+            ) -> dict: # `{'classification', 'mask'}`
+        "Focal loss of the categories and Dice loss of the positive cells' masks (`solo_losses` of `assign_solo`)."
+        device = outputs['cls_logits'].device
+        gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, device)
+        gt_masks = padded_masks(targets, gt_boxes.shape[1], device)
+        matched = assign_solo(gt_boxes, mask_centers(gt_masks), gt_mask, gt_masks.shape[-2:], self.num_grids,
+                              self.scale_ranges, self.sigma)
+        return solo_losses(outputs, matched, gt_labels, gt_masks, self.mask_weight, prior_weight)
 
-def solo_losses(outputs:dict, matched:torch.Tensor, gt_labels:torch.Tensor, gt_masks:torch.Tensor, mask_weight:float=3., prior_weight:torch.Tensor|None=None) -> dict:
-    "Focal loss of every cell per positive (plus one) and `mask_weight` times the mean Dice loss of the positive cells' masks, for the assignment `matched [B, N]`; sums weighted by `prior_weight [N]` (one per cell)."
-    logits, kernels, features = outputs['cls_logits'], outputs['kernels'], outputs['mask_features']
-    image, cell = (matched >= 0).nonzero(as_tuple=True)
-    index = matched[image, cell]
-    classes = torch.zeros_like(logits)
-    classes[image, cell, gt_labels[image, index]] = 1.
-    positives = batch_normalizer(len(image))
-    targets = solo_mask_targets(gt_masks, features.shape[-2:])[image, index]
-    predicted = torch.cat([kernels[i, cell[image == i]] @ features[i].flatten(1) for i in range(len(features))])
-    weight = image_prior_weight(prior_weight, matched)
-    dice = weighted_sum(dice_loss(predicted, targets), None if weight is None else weight[image, cell]) / positives
-    return dict(classification=weighted_sum(sigmoid_focal_loss(logits, classes, reduction='none'), weight) / (positives + 1), mask=mask_weight * dice)
-
-@patch
-def loss(self:SOLOv2, outputs:dict, targets, prior_weight:torch.Tensor|None=None) -> dict:
-    "`{'classification', 'mask'}`: focal loss of the categories and Dice loss of the positive cells' masks (`solo_losses` of `assign_solo`)."
-    device = outputs['cls_logits'].device
-    gt_boxes, gt_labels, gt_mask = self.padded_targets(targets, device)
-    gt_masks = padded_masks(targets, gt_boxes.shape[1], device)
-    matched = assign_solo(gt_boxes, mask_centers(gt_masks), gt_mask, gt_masks.shape[-2:], self.num_grids, self.scale_ranges, self.sigma)
-    return solo_losses(outputs, matched, gt_labels, gt_masks, self.mask_weight, prior_weight)
-
-# %% ../../nbs/31_seg_solov2.ipynb #0acc8f7d
-def solo_candidates(model:SOLOv2, outputs:dict) -> tuple:
-    "`(probabilities [B, K, h, w], masks, scores [B, K], labels)`: the best `nms_pre` (cell, class) pairs after `point_nms`, scores times maskness, 0 below `score_thresh` or for masks under their stride."
-    # plain tensors: fastai's tensor subclasses (a batch's TensorImage) do not take every factory call the steps below make
-    logits, kernels, features = (outputs[k].as_subclass(torch.Tensor) for k in ('cls_logits', 'kernels', 'mask_features'))
-    scores = point_nms(logits.sigmoid(), model.num_grids)
-    classes = scores.shape[-1]
-    top, flat = scores.flatten(1).topk(min(model.nms_pre, scores.shape[1] * classes))
-    cell, labels = flat // classes, flat % classes
-    probabilities = mask_logits(kernels.gather(1, cell[..., None].expand(-1, -1, kernels.shape[-1])), features).sigmoid()
-    masks = probabilities > model.mask_thresh
-    areas = masks.sum((-2, -1)).to(probabilities.dtype)
-    valid = (top > model.score_thresh) & (areas > model.cell_strides(top.device, top.dtype)[cell])
-    maskness = (probabilities * masks).sum((-2, -1)) / areas.clamp(min=1)
-    return probabilities, masks, top * maskness * valid, labels
-
-def solo_instances(model:SOLOv2, outputs:dict, max_detections:int|None=None) -> tuple:
-    "`(counts [B], scores [B, K], labels [B, K], probabilities [B, K, h, w])`: per image the best `max_detections` candidates after matrix NMS with decayed score at least `update_thresh`, best first, padded with score 0 beyond `counts`."
-    probabilities, masks, scores, labels = solo_candidates(model, outputs)
-    decayed = matrix_nms(masks, labels, scores, model.nms_kernel, model.nms_sigma)
-    decayed = torch.where((decayed >= model.update_thresh) & (decayed > 0), decayed, 0.)
-    top, index = decayed.topk(min(max_detections or model.max_detections, decayed.shape[1]))
-    labels = labels.gather(1, index)
-    probabilities = probabilities.gather(1, index[..., None, None].expand(-1, -1, *probabilities.shape[-2:]))
-    return (top > 0).sum(1), top, labels, probabilities
-
-def upsampled_masks(probabilities:torch.Tensor, image_size, threshold:float=0.5) -> torch.Tensor:
-    "`uint8 [K, h, w]`: mask probabilities `[K, h/4, w/4]` upsampled 4x (bilinear), cropped to `image_size`, above `threshold`."
-    h, w = image_size
-    if not len(probabilities): return probabilities.new_zeros(0, h, w, dtype=torch.uint8)
-    size = (4 * probabilities.shape[-2], 4 * probabilities.shape[-1])
-    return (F.interpolate(probabilities[None], size=size, mode='bilinear', align_corners=False)[0, :, :h, :w] > threshold).to(torch.uint8)
-
-def instance_predictions(counts, scores, labels, probabilities, image_sizes, mask_thresh:float=0.5) -> list[dict]:
-    "Per image the first `counts[i]` instances of `solo_instances`' padded outputs as a prediction: `masks` (`uint8`, unpadded input size), tight `boxes`, `scores`, `labels`."
-    results = []
-    for n, s, l, p, size in zip(counts.tolist(), scores, labels, probabilities, image_sizes):
-        masks = upsampled_masks(p[:n], size, mask_thresh)
-        results.append(dict(boxes=torch.from_numpy(masks_to_boxes(masks.cpu())).to(masks.device), scores=s[:n], labels=l[:n], masks=masks))
-    return results
-
-@patch
-def postprocess(self:SOLOv2, outputs:dict, image_sizes) -> list[dict]:
-    "Per image: `masks` (`uint8 [K, h, w]`, unpadded input size), tight `boxes`, `scores` (matrix-NMS-decayed) and `labels`, best first."
-    return instance_predictions(*solo_instances(self, outputs), image_sizes, self.mask_thresh)
+    def postprocess(self, outputs:dict,
+                    image_sizes, # per image the unpadded input size `(h, w)`
+                   ) -> list[dict]: # per image `masks` (`uint8 [K, h, w]`), tight `boxes`, `scores`, `labels`
+        "Per image the instances, best first, their scores decayed by matrix NMS."
+        return instance_predictions(*solo_instances(self, outputs), image_sizes, self.mask_thresh)
 
 # %% ../../nbs/31_seg_solov2.ipynb #4c512e9e
 @delegates(SOLOv2.__init__, but=['backbone', 'neck', 'mask_branch', 'head', 'vocab'])
-def solov2(vocab, backbone='resnet50', pretrained=None, channels:int=256, head_channels:int=512, num_convs:int=4, mask_channels:int=128,
-           kernel_channels:int=256, num_grids=SOLO_GRIDS, prior_probability:float=0.01, **kwargs) -> SOLOv2:
-    "A SOLOv2 for `vocab` on `backbone` (last 4 levels, C2-C5; local `pretrained` weights) and an FPN `channels` wide."
+def solov2(vocab,                        # the class names
+           backbone='resnet50',          # a `Backbone` arch name (or a built `Backbone`); its last 4 levels, C2-C5
+           pretrained=None,              # a local file of the backbone's weights, or None
+           channels:int=256,             # the FPN's width
+           head_channels:int=512,        # the head towers' width
+           num_convs:int=4,              # the head towers' depth
+           mask_channels:int=128,        # the mask branch's width
+           kernel_channels:int=256,      # `E`: the kernels' and mask features' width
+           num_grids=SOLO_GRIDS,         # per level, the grid's cells on a side
+           prior_probability:float=0.01, # every class's starting sigmoid
+           **kwargs,
+          ) -> SOLOv2:
+    "A SOLOv2 for `vocab` on `backbone` and an FPN; `kwargs`: `detector_pyramid`'s, then `SOLOv2`'s."
     body, fpn, kwargs = detector_pyramid(backbone, pretrained, channels, kwargs, out_indices=4, extra_levels=0)
-    if len(fpn.strides) != 4: raise ValueError(f'SOLOv2 reads four levels, C2 to C5 (strides 4 to 32), but the backbone gives strides {list(fpn.strides)}: '
-                                               'build it with out_indices=4 (the last four levels)')
+    if len(fpn.strides) != 4:
+        raise ValueError(f'SOLOv2 reads four levels, C2 to C5 (strides 4 to 32), but the backbone gives strides '
+                         f'{list(fpn.strides)}: build it with out_indices=4 (the last four levels)')
     head = SOLOv2Head(channels, len(vocab), kernel_channels, num_grids, head_channels, num_convs, prior_probability)
     return SOLOv2(body, fpn, MaskFeatureBranch(channels, mask_channels, kernel_channels), head, vocab, **kwargs)
