@@ -163,6 +163,38 @@ def test_eval_for_people_prints_the_coco_table(trained, home):
     assert [float(v) for v in values] == pytest.approx([trained[1]['metrics'][k] for k in COCO_KEYS], abs=5e-4)
 
 
+
+def test_train_from_a_whole_detector_then_eval_and_predict(trained, home, tmp_path):
+    "`--weights`: the trained model starts the next training; its report, then eval and predict on the result."
+    out, first = trained
+    r = run('train', *TINY_TRAIN, '--weights', out / 'model.pth', '--out', tmp_path / 'tuned', '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    transfer, vocab = result['transfer'], result['settings']['vocab']
+    assert (transfer['source'], transfer['arch'], transfer['initialized'], transfer['ignored']) == ('visionnb', 'gfl', [], [])
+    assert transfer['classes'] == {name: name for name in vocab} and len(transfer['rebuilt']) == 2
+    assert result['settings']['weights'] == str(out / 'model.pth') and 'weights' not in first['settings']
+    r = run('eval', tmp_path / 'tuned' / 'model.pth', '--json', env_home=home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)['metrics'] == pytest.approx(result['metrics'], abs=1e-6)
+    images = tmp_path / 'images'
+    images.mkdir()
+    from PIL import Image
+    Image.new('RGB', (120, 90), (200, 100, 50)).save(images / 'a.png')
+    _, written = predict_json(tmp_path / 'tuned' / 'model.pth', images, tmp_path / 'predicted', home=home)
+    assert len(written['images']) == 1 and written['vocab'] == vocab
+
+
+def test_weights_of_another_arch_are_refused_by_name(trained, home, tmp_path):
+    r = run('train', *TINY_TRAIN, '--arch', 'fcos', '--weights', trained[0] / 'model.pth', '--out', tmp_path / 'x',
+            '--json', env_home=home)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    error = json.loads(r.stdout.strip().splitlines()[-1])
+    assert error['error'] == 'PretrainedWeightsError' and 'is a gfl checkpoint (visionnb), not a fcos' in error['message']
+    r = run('train', '--pretrained', 'a.pth', '--weights', 'b.pth', '--json')
+    assert r.returncode == 2 and 'not allowed with argument --pretrained' in json.loads(r.stdout)['message']
+
+
 @pytest.fixture(scope='module')
 def open_model(trained, tmp_path_factory):
     "The trained model with its postprocess threshold at 0 (it travels in the export): every image has detections, whatever the CPU."

@@ -37,6 +37,7 @@ from .metrics import *
 from .learner.registry import *
 from .learner.inference import *
 from .learner.serialization import *
+from .learner.transfer import *
 from .learner.det import *
 from .deploy.onnx import *
 from .deploy.tensorrt import *

@@ -333,9 +333,12 @@ def cmd_train(args) -> dict:
     cbs = (training_callbacks(checkpoints, ema=args.ema, clip=args.clip, monitor='mask_AP' if masks else 'AP',
                               resume=args.resume, settings=dict(settings, data=spec))
            + [DistributedCallback(), NaNGuardCallback(lr_hint='--lr', clip_hint='--clip NORM')])
-    learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, precision=precision,
+    learn = det_learner(dls, args.arch, args.backbone, pretrained=args.pretrained, weights=args.weights,
+                        precision=precision,
                         model_kwargs=model_kwargs, cbs=cbs)
-    if args.pretrained: learn.unfreeze()
+    if learn.transfer is not None: say(learn.transfer.table())
+    # one fit for the whole run: checkpoints and --resume count its epochs (fine_tune would make two fits)
+    if args.pretrained or args.weights: learn.unfreeze()
     say(f"training {args.arch} ({args.backbone}, {args.channels} channels) at {size} px: "
         f"{len(train)} train / {len(valid)} valid images, "
         f"{args.epochs} epochs, lr {args.lr}, batch {global_batch_size(args.bs)}, {precision}")
@@ -370,6 +373,7 @@ def cmd_train(args) -> dict:
                   data=dict(spec, images=dict(train=len(train), valid=len(valid)),
                             objects=dict(train=train.num_objects, valid=valid.num_objects), objects_served=served),
                   check=dict(train=train_report.as_dict(), valid=valid_report.as_dict()))
+    if learn.transfer is not None: result['transfer'] = learn.transfer.as_dict()
     result['checkpoints'] = dict(last=str(checkpoints/'last.pth'), best=str(checkpoints/'best.pth'),
                                  resumed_from_epoch=learn.training_checkpoint.resumed_from,
                                  removed_temporaries=[str(path) for path, _ in removed])
@@ -384,7 +388,9 @@ def _train_settings(args, model_kwargs:dict, size:int, precision:str, vocab:list
                 pretrained=_absolute(args.pretrained), size=size, bs=args.bs, processes=max(num_distrib(), 1),
                 epochs=args.epochs, lr=args.lr, schedule=args.schedule,
                 warmup=args.warmup if args.schedule == 'warmup-cosine' else None, ema=args.ema, clip=args.clip,
-                scale=list(args.scale), precision=precision, seed=args.seed, vocab=vocab)
+                scale=list(args.scale), precision=precision, seed=args.seed, vocab=vocab,
+                # only when given: checkpoints of runs without it still resume
+                **({'weights': _absolute(args.weights)} if args.weights else {}))
 
 def _rank() -> int:
     from fastai.torch_core import rank_distrib
@@ -619,8 +625,12 @@ def make_parser() -> argparse.ArgumentParser:
                         "half of ResNet-18's; else the backbone's own)")
     m.add_argument('--channels', type=int, default=64, help='width of the pyramid and the head (default: 64)')
     m.add_argument('--convs', type=int, default=2, help='conv layers in each head tower (default: 2; the papers use 4)')
-    m.add_argument('--pretrained', default=None, metavar='PATH',
-                   help='local file of backbone weights (default: train from scratch)')
+    start = m.add_mutually_exclusive_group()
+    start.add_argument('--pretrained', default=None, metavar='PATH',
+                       help='local file of backbone weights (default: train from scratch)')
+    start.add_argument('--weights', default=None, metavar='PATH',
+                       help='start from a whole detector: a visionnb model.pth of --arch, or a torchvision FCOS / '
+                            'RetinaNet file; the class layers are rebuilt for the data\'s classes')
     m.add_argument('--size', type=int, default=None,
                    help="longer image side in pixels "
                         "(default: the embedded dataset's, 160 for quick; 256 for other data)")
@@ -685,7 +695,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/50_cli.ipynb #b04d4e8e
 # printed as tables, or too long
-SHOWN_BY_COMMAND = ('report', 'check', 'summary', 'metrics', 'losses', 'history', 'settings', 'detections')
+SHOWN_BY_COMMAND = ('report', 'check', 'summary', 'metrics', 'losses', 'history', 'settings', 'detections', 'transfer')
 
 def _print_human(result:dict, indent=''):
     for k, v in result.items():

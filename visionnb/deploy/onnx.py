@@ -24,7 +24,8 @@ from ..learner.inference import input_pipeline, detection_inputs, image_tensor, 
 # %% auto #0
 __all__ = ['NMS_KINDS', 'NonMaxSuppression', 'padded_detections', 'graph_nms', 'input_size', 'graph_clip', 'DetectionGraph',
            'model_metadata', 'onnx_metadata', 'export_onnx', 'as_numpy', 'padding_value', 'OnnxModel', 'median_ms',
-           'reference_outputs', 'detection_agreement', 'mask_agreement', 'onnx_parity', 'EfficientNMS', 'tensorrt_nms']
+           'reference_outputs', 'align_ties', 'detection_agreement', 'mask_agreement', 'onnx_parity', 'EfficientNMS',
+           'tensorrt_nms']
 
 # %% ../../nbs/45_deploy_onnx.ipynb #d8b3df30
 class NonMaxSuppression(torch.autograd.Function):
@@ -400,6 +401,26 @@ def reference_outputs(model:nn.Module,      # the PyTorch model a file was expor
             return dict(zip(graph.output_names, graph(images)))
         return dict(logits=model(images))
 
+def align_ties(expected:list[dict], # per-image predictions, best first
+               found:list[dict],    # the same images' predictions from another runtime
+               tol:float=1e-5,      # scores closer than this are a tie: their order is float noise
+              ) -> list[dict]:      # `found`, tied rows reordered as in `expected` where their labels allow
+    "`found` with the rows of equal scores in the order of `expected`, so that comparing rank by rank is fair."
+    aligned = []
+    for e, f in zip(expected, found):
+        order, n = list(range(len(f['scores']))), min(len(e['scores']), len(f['scores']))
+        for j in range(n):
+            if int(f['labels'][order[j]]) == int(e['labels'][j]): continue
+            tied = [k for k in range(j + 1, len(order))
+                    if abs(float(f['scores'][order[k]]) - float(f['scores'][order[j]])) < tol
+                    and int(f['labels'][order[k]]) == int(e['labels'][j])]
+            if tied: order[j], order[tied[0]] = order[tied[0]], order[j]
+        index = torch.tensor(order, dtype=torch.int64)
+        aligned.append({k: v[index] if torch.is_tensor(v) and v.dim() and len(v) == len(order)
+                        else [v[i] for i in order] if isinstance(v, list) and len(v) == len(order) else v
+                        for k, v in f.items()})
+    return aligned
+
 def detection_agreement(expected:list[dict], # per-image predictions, best first
                         found:list[dict],    # the same images' predictions; only the rows both have are compared
                        ) -> dict:            # `count_agreement`, `label_agreement` (shares), `box_diff`, `score_diff`
@@ -440,7 +461,7 @@ def onnx_parity(model,                 # the PyTorch model (or its learner) that
     expected, found = reference_outputs(model, images, kind), runner(images)
     report = dict(batch=len(images), size=tuple(images.shape[-2:]))
     if kind in ('detections', 'instances'):
-        rows = runner.predictions(found, [tuple(images.shape[-2:])] * len(images))
+        rows = align_ties(expected, runner.predictions(found, [tuple(images.shape[-2:])] * len(images)))
         report.update(detection_agreement(expected, rows), detections=int(found['num_detections'].sum()))
         if kind == 'instances': report.update(mask_agreement(expected, rows))
     else: report.update({f'{k}_diff': float((torch.from_numpy(found[k]) - v.float()).abs().max())

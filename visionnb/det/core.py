@@ -239,6 +239,16 @@ class Detector(nn.Module):
         "`[B, N]` the box each prior learns for the batch's `targets` (negative for none), by the detector's own rule."
         raise TypeError(f'{type(self).__name__} does not assign priors: model_assignment is for dense detectors')
 
+    def class_layers(self) -> dict: # module name: its outputs per location, in blocks of `num_classes` each
+        "The layers whose outputs are the classes: what a new vocab rebuilds and fine-tuning copies by class name."
+        return {}
+
+    @classmethod
+    def torchvision_state(cls, state_dict:dict, # a state dict read from a file
+                         ) -> tuple|None:       # `(state dict in our names, its class names)`, None if not this model's
+        "A torchvision checkpoint of this detector in our module names, with torchvision's classes."
+        return None
+
     @torch.no_grad()
     def predict(self, images:torch.Tensor, image_sizes=None) -> list[dict]:
         "Detections for a batch of normalized images (in eval mode), in input pixels."
@@ -260,6 +270,11 @@ class DenseDetector(Detector):
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "The priors of every level, concatenated: a subclass gives anchors `[N, 4]` or points."
         raise NotImplementedError
+
+    def class_layers(self) -> dict:
+        "The head's class logits, one block of `num_classes` channels per prior of a location."
+        logits = self.head.classification_head.cls_logits
+        return {'head.classification_head.cls_logits': logits.out_channels // self.num_classes}
 
     def _cached_priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         key = (tuple(image_size), tuple(feature_sizes), str(device), dtype)

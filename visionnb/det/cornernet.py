@@ -285,6 +285,10 @@ class CornerNet(Detector):
         return dict(heatmap=focal / batch_normalizer(peaks), pull=self.pull_weight * pull, push=self.push_weight * push,
                     offset=self.offset_weight * offset / batch_normalizer(gt_mask.sum()))
 
+    def class_layers(self) -> dict:
+        "The last convolution of each corner's heatmap: one channel per class."
+        return {f'heads.{corner}.heatmap.2': 1 for corner in self.heads}
+
     def graph_candidates(self, outputs:dict) -> tuple:
         "The best corner pairs of every image, decoded to boxes (`decode_corners`)."
         return decode_corners(outputs, self.stride, self.k, self.max_distance)

@@ -183,6 +183,13 @@ class FCOS(DenseDetector):
         scores = torch.sqrt(torch.sigmoid(outputs['cls_logits']) * torch.sigmoid(outputs['bbox_ctrness']))
         return scores, lambda index, deltas: fcos_decode(outputs['priors'][index], deltas)
 
+    @classmethod
+    def torchvision_state(cls, state_dict:dict) -> tuple|None:
+        "A torchvision `fcos_resnet50_fpn` state dict in our names (`fcos_torchvision_keys`), with its COCO classes."
+        torchvision = any(k.startswith('backbone.fpn.') for k in state_dict)
+        if not (torchvision and 'head.regression_head.bbox_ctrness.weight' in state_dict): return None
+        return fcos_torchvision_keys(state_dict), _coco_names()
+
 # %% ../../nbs/22_det_fcos.ipynb #02be38de
 @delegates(FCOS.__init__, but=['backbone', 'neck', 'head', 'vocab'])
 def fcos(vocab,                          # the class names

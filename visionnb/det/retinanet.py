@@ -5,12 +5,14 @@
 # %% ../../nbs/21_det_retinanet.ipynb #74add6d3
 from __future__ import annotations
 import math
+from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss, generalized_box_iou_loss
 from .core import (DenseDetector, conv_tower, predictor, flatten_levels, detector_pyramid,
                                from_torchvision_keys, image_prior_weight)
+from ..models.backbone import read_state_dict
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'BACKGROUND', 'IGNORE', 'retinanet_anchor_sizes', 'anchor_shapes', 'grid_anchors', 'encode_boxes',
@@ -181,6 +183,14 @@ class RetinaNet(DenseDetector):
         "`(scores, decode)`: `sigmoid(class)` per anchor and class; boxes decoded from the deltas of their anchors."
         return outputs['cls_logits'].sigmoid(), lambda index, deltas: decode_boxes(deltas, outputs['priors'][index])
 
+    @classmethod
+    def torchvision_state(cls, state_dict:dict) -> tuple|None:
+        "A torchvision RetinaNet (v1 or v2) state dict in our names (`from_torchvision_keys`), with its COCO classes."
+        torchvision = any(k.startswith('backbone.fpn.') for k in state_dict)
+        if not (torchvision and 'head.regression_head.bbox_reg.weight' in state_dict
+                and 'head.regression_head.bbox_ctrness.weight' not in state_dict): return None
+        return from_torchvision_keys(state_dict), _coco_names()
+
 # %% ../../nbs/21_det_retinanet.ipynb #c8f824ef
 _VERSIONS = {1: dict(extra_from='p5', head_norm=None, box_loss='l1'),
              2: dict(extra_from='c5', head_norm='gn', box_loss='giou')}
@@ -201,13 +211,14 @@ def _coco_names() -> list[str]:
     from torchvision.models.detection import RetinaNet_ResNet50_FPN_Weights
     return list(RetinaNet_ResNet50_FPN_Weights.COCO_V1.meta['categories'])
 
-def retinanet_from_torchvision(source,        # a torchvision RetinaNet-ResNet50-FPN, or its state dict
+def retinanet_from_torchvision(source,        # a torchvision RetinaNet-ResNet50-FPN, its state dict or a local file
                                vocab=None,    # the class names (None: torchvision's COCO names)
                                version:int=1, # as torchvision's v1 or v2
                                **kwargs,
                               ) -> RetinaNet:
     "Our RetinaNet-ResNet50-FPN holding the weights of a torchvision one; `kwargs`: `retinanet`'s."
-    state_dict = source.state_dict() if isinstance(source, nn.Module) else source
+    state_dict = (source.state_dict() if isinstance(source, nn.Module)
+                  else read_state_dict(source) if isinstance(source, (str, Path)) else dict(source))
     state_dict = from_torchvision_keys(state_dict)
     num_classes = state_dict['head.classification_head.cls_logits.bias'].shape[0] // 9
     vocab = list(vocab) if vocab is not None else _coco_names()

@@ -18,6 +18,7 @@ from ..core import VisionnbError
 from ..data.transforms import show_sample
 from ..metrics import coco_metrics
 from .precision import precision_callbacks
+from .transfer import transfer_weights
 from .registry import DETECTORS, create_detector
 from .inference import unwrap_model, drawing_order, predict_detections
 # the prediction API and the export moved to their own modules: still importable from here under their names
@@ -217,6 +218,7 @@ def det_learner(dls,                          # the DataLoaders, e.g. of `det_dl
                 arch='fcos',                  # a key of `DETECTORS` or a built detector
                 backbone='resnet50',          # the `Backbone` arch
                 pretrained=None,              # a local file of backbone weights; given, the backbone starts frozen
+                weights=None,                 # a whole detector's checkpoint (`transfer_weights`); the backbone frozen
                 model_kwargs:dict|None=None,  # more arguments of the detector's factory
                 metrics='coco',               # 'coco' (`coco_metrics`; mask models: mask APs, box AP), None or a list
                 precision:str='auto',         # the `precision_callbacks` to add
@@ -233,7 +235,8 @@ def det_learner(dls,                          # the DataLoaders, e.g. of `det_dl
     cbs += [cb() for cb in (LossTermsCallback, NaNGuardCallback) if not any(isinstance(c, cb) for c in cbs)]
     learn = DetLearner(dls, model, loss_func=DetectionLoss(model), metrics=metrics, splitter=splitter,
                        cbs=cbs + precision_callbacks(precision), **kwargs)
-    if pretrained is not None: learn.freeze()
+    learn.transfer = None if weights is None else transfer_weights(model, weights)
+    if pretrained is not None or weights is not None: learn.freeze()
     return learn
 
 # %% ../../nbs/42_learner_det.ipynb #77183289

@@ -14,7 +14,8 @@ from .registry import DETECTORS, create_detector
 from .inference import unwrap_model, model_and_pipeline
 
 # %% auto #0
-__all__ = ['EXPORT_FORMAT', 'EXPORT_VERSION', 'load_detector_weights', 'detector_config', 'export_detector', 'load_detector']
+__all__ = ['EXPORT_FORMAT', 'EXPORT_VERSION', 'load_detector_weights', 'detector_config', 'export_detector', 'read_export',
+           'load_detector', 'read_weights']
 
 # %% ../../nbs/41c_learner_serialization.ipynb #da2e1f8f
 def _listed(items, n:int=4) -> str:
@@ -119,19 +120,34 @@ def _checked_config(saved, path) -> dict:
             fix='Load it with the visionnb that exported it, or re-export it with a known arch')
     return config
 
-def load_detector(path,           # a file written by `export_detector`
-                 ) -> Detector:   # in eval mode, on the CPU, with its class names `vocab` and input settings `config`
-    "The detector exported to `path` by `export_detector`."
+def read_export(path, # a file written by `export_detector`
+               ) -> tuple[dict, dict]: # `(config, state dict)`
+    "The checked config and the weights of an `export_detector` file, without building the detector."
     path = Path(path)
     if not path.is_file():
         raise PretrainedWeightsError(path, 'detector file not found', fix='Pass the path export_detector wrote')
     saved = load_tensors(path, PretrainedWeightsError, 'a detector', fix='Pass a file written by export_detector')
-    config = _checked_config(saved, path)
+    return _checked_config(saved, path), saved['state_dict']
+
+def load_detector(path,           # a file written by `export_detector`
+                 ) -> Detector:   # in eval mode, on the CPU, with its class names `vocab` and input settings `config`
+    "The detector exported to `path` by `export_detector`."
+    path = Path(path)
+    config, state = read_export(path)
     try: model = create_detector(config['arch'], config['vocab'], config['backbone'],
                                  backbone_kwargs=config.get('backbone_kwargs'), **config['model_kwargs'])
     except (TypeError, ValueError) as e:
         raise PretrainedWeightsError(path, f"its config does not build a {config['arch']} ({type(e).__name__}: {e})",
                                      fix=_REEXPORT) from e
-    _load_state(model, saved['state_dict'], path)
+    _load_state(model, state, path)
     model.config = config
     return model.eval()
+
+def read_weights(path, # a local weights file: `export_detector`'s, or any state dict (torchvision's, a checkpoint's)
+                ) -> tuple[dict|None, dict]: # `(config, state dict)`; config None but for an `export_detector` file
+    "The weights in a file, with the detector config that `export_detector` files carry."
+    path = Path(path)
+    if path.is_file() and path.suffix != '.safetensors':
+        saved = load_tensors(path, PretrainedWeightsError, 'weights', fix='Pass a file of weights saved by torch')
+        if isinstance(saved, dict) and 'config' in saved: return _checked_config(saved, path), saved['state_dict']
+    return None, read_state_dict(path)

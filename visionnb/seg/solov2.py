@@ -250,7 +250,7 @@ def solo_losses(outputs:dict,                        # `SOLOv2.forward`'s: `cls_
                 / (positives + 1), mask=mask_weight * dice)
 
 # %% ../../nbs/31_seg_solov2.ipynb #0acc8f7d
-def solo_candidates(model:SOLOv2, # its grids, strides, `nms_pre`, `score_thresh` and `mask_thresh`
+def solo_candidates(model:Detector, # a `SOLOv2`: its grids, strides, `nms_pre`, `score_thresh`, `mask_thresh`
                     outputs:dict, # `SOLOv2.forward`'s
                    ) -> tuple:    # `(probabilities [B, K, h, w], masks, scores [B, K], labels)`
     "The best `nms_pre` (cell, class) pairs after `point_nms`, scored times maskness; 0 if low or the mask is tiny."
@@ -269,7 +269,7 @@ def solo_candidates(model:SOLOv2, # its grids, strides, `nms_pre`, `score_thresh
     maskness = (probabilities * masks).sum((-2, -1)) / areas.clamp(min=1)
     return probabilities, masks, top * maskness * valid, labels
 
-def solo_instances(model:SOLOv2,                 # its `update_thresh`, `nms_kernel`, `nms_sigma`, `max_detections`
+def solo_instances(model:Detector,               # a `SOLOv2`: `update_thresh`, NMS kernel and sigma, `max_detections`
                    outputs:dict,                 # `SOLOv2.forward`'s
                    max_detections:int|None=None, # the most instances per image (None: the model's)
                   ) -> tuple: # `(counts [B], scores [B, K], labels [B, K], probabilities [B, K, h, w])`
@@ -361,6 +361,10 @@ class SOLOv2(Detector):
         "The stride of each cell's level, `[N]`."
         return torch.cat([torch.full((g * g,), s, device=device, dtype=dtype)
                           for g, s in zip(self.num_grids, self.level_strides)])
+
+    def class_layers(self) -> dict:
+        "The category branch's last convolution: one channel per class."
+        return {'head.category': 1}
 
     def prior_levels(self, outputs:dict) -> tuple[list[int], list[str]]:
         "The `g * g` cells of each level's grid; levels named by their feature map and grid."
