@@ -38,8 +38,8 @@ def torchvision_fcos(num_classes:int, channels:int, size:int, score_thresh:float
 
 
 def same_weights_ours(theirs:FCOS, vocab, channels:int, score_thresh:float):
-    "Our FCOS of the same architecture, holding `theirs`' weights."
-    ours = fcos(vocab, 'resnet18', channels=channels, score_thresh=score_thresh)
+    "Our FCOS of the same architecture, holding `theirs`' weights, its points placed as torchvision places them."
+    ours = fcos(vocab, 'resnet18', channels=channels, score_thresh=score_thresh, prior_strides='torchvision')
     ours.load_state_dict(fcos_torchvision_keys(theirs.state_dict()))
     return ours
 

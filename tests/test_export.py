@@ -59,6 +59,16 @@ def tiny_detector(arch='fcos', **kwargs):
     return lively(create_detector(arch, VOCAB, 'resnet18', channels=32, num_convs=1, **kwargs)).eval()
 
 
+@pytest.mark.parametrize('arch', ['fcos', 'retinanet'])
+def test_dynamic_graph_spaces_torchvision_priors_by_the_input_size(tmp_path, arch):
+    model = tiny_detector(arch, prior_strides='torchvision')
+    path = export_onnx(model, tmp_path / f'{arch}.onnx', dynamic=True, image_size=128, batch_size=2, postprocess=False)
+    images = torch.randn(2, 3, 224, 160, generator=torch.Generator().manual_seed(0))   # P6 and P7 steps 56, 112 down
+    report = onnx_parity(model, path, images, runs=1, threads=1)
+    assert report['priors_diff'] == 0 and max(v for k, v in report.items() if k.endswith('_diff')) < 1e-4, report
+    assert not torch.equal(model(images)['priors'], tiny_detector(arch)(images)['priors'])   # unlike the level rule's
+
+
 def candidates(model, images):
     "The detector's clipped top-k candidates `(boxes, scores, labels)`, as `DetectionGraph` hands them to NMS."
     with torch.no_grad():

@@ -13,10 +13,10 @@ from ..models.backbone import Backbone, feature_stages
 from ..models.necks import FPN, PAFPN
 
 # %% auto #0
-__all__ = ['BACKBONE_SETTINGS', 'NECK_SETTINGS', 'gn_groups', 'conv_tower', 'predictor', 'flatten_levels', 'pad_targets',
-           'check_labels', 'positive_pairs', 'batch_normalizer', 'weighted_sum', 'image_prior_weight', 'at_most',
-           'top_candidates', 'clip_to_sizes', 'batched_detections', 'Detector', 'DenseDetector', 'pyramid',
-           'from_torchvision_keys', 'detector_pyramid']
+__all__ = ['PRIOR_STRIDES', 'BACKBONE_SETTINGS', 'NECK_SETTINGS', 'gn_groups', 'conv_tower', 'predictor', 'flatten_levels',
+           'check_prior_strides', 'level_steps', 'pad_targets', 'check_labels', 'positive_pairs', 'batch_normalizer',
+           'weighted_sum', 'image_prior_weight', 'at_most', 'top_candidates', 'clip_to_sizes', 'batched_detections',
+           'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys', 'detector_pyramid']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
 def gn_groups(channels:int, # the width of the normalized layer
@@ -64,6 +64,23 @@ def flatten_levels(maps:list, # per-level head maps `[B, A*k, h, w]`
     "Per-level head maps to one tensor of `k` values per prior."
     return torch.cat([m.view(m.shape[0], -1, k, *m.shape[-2:]).permute(0, 3, 4, 1, 2).reshape(m.shape[0], -1, k)
                       for m in maps], 1)
+
+# %% ../../nbs/20_det_core.ipynb #b7d1e0a2
+PRIOR_STRIDES = ('level', 'torchvision')
+
+def check_prior_strides(rule:str) -> str:
+    "`rule` if it is one of `PRIOR_STRIDES`, else a `ValueError` saying which are."
+    if rule not in PRIOR_STRIDES: raise ValueError(f'prior_strides must be one of {PRIOR_STRIDES}, got {rule!r}')
+    return rule
+
+def level_steps(image_size,        # the padded batch's `(H, W)`
+                feature_sizes,     # per level, `(h, w)`
+                strides,           # per level, the network's stride
+                rule:str='level',  # `'level'`: the stride; `'torchvision'`: `H // h` down and `W // w` across
+               ) -> list[tuple]:   # per level, `(down, across)` in input pixels
+    "The distance between neighbouring prior positions of every level, down and across."
+    if check_prior_strides(rule) == 'level': return [(s, s) for s in strides]
+    return [(image_size[0] // h, image_size[1] // w) for h, w in feature_sizes]
 
 # %% ../../nbs/20_det_core.ipynb #00bb39d9
 def pad_targets(targets,           # a batch of target dicts (`boxes`, `labels`)
@@ -261,6 +278,7 @@ class DenseDetector(Detector):
     "Backbone, neck and a head shared by all levels; `forward` gives flat head outputs and that input size's priors."
     postprocess_settings = ('score_thresh', 'nms_thresh', 'topk', 'max_detections')
     graph_kind = 'detections'
+    prior_strides = 'level'   # how far apart a level's priors are (`level_steps`)
     def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab):
         super().__init__(vocab)
         self.backbone, self.neck, self.head = backbone, neck, head
@@ -277,7 +295,7 @@ class DenseDetector(Detector):
         return {'head.classification_head.cls_logits': logits.out_channels // self.num_classes}
 
     def _cached_priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
-        key = (tuple(image_size), tuple(feature_sizes), str(device), dtype)
+        key = (tuple(image_size), tuple(feature_sizes), str(device), dtype, self.prior_strides)
         if key not in self._priors: self._priors = {key: self.priors(image_size, feature_sizes, device, dtype)}
         return self._priors[key]
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 from .core import (DenseDetector, conv_tower, flatten_levels, from_torchvision_keys, predictor,
-                               detector_pyramid, weighted_sum)
+                               check_prior_strides, detector_pyramid, level_steps, weighted_sum)
 from .heads import class_targets, gather_positives
 from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
@@ -23,16 +23,17 @@ __all__ = ['fcos_points', 'ltrb_distances', 'scale_ranges', 'assign_fcos', 'fcos
 # %% ../../nbs/22_det_fcos.ipynb #b3a50389
 def fcos_points(feature_sizes,       # per level, `(h, w)`
                 strides,             # per level, in input pixels
-                offset:float=0.,     # `x = (column + offset) * stride`, `y` likewise
+                offset:float=0.,     # `x = (column + offset) * step`, `y` likewise
                 device=None, dtype=torch.float32,
+                steps=None,          # per level, `(down, across)` between positions (`level_steps`); None: the strides
                ) -> torch.Tensor:    # `[N, 3]`: levels finest first, positions row-major
     "Rows `(x, y, stride)`, one per position of every level."
     levels = []
-    for (h, w), s in zip(feature_sizes, strides):
+    for (h, w), s, (down, across) in zip(feature_sizes, strides, steps or [(s, s) for s in strides]):
         y, x = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype),
                               indexing='ij')
         stride = torch.full((h * w,), s, device=device, dtype=dtype)
-        levels.append(torch.stack([(x.flatten() + offset) * s, (y.flatten() + offset) * s, stride], -1))
+        levels.append(torch.stack([(x.flatten() + offset) * across, (y.flatten() + offset) * down, stride], -1))
     return torch.cat(levels)
 
 # %% ../../nbs/22_det_fcos.ipynb #bc678fa5
@@ -144,9 +145,10 @@ class FCOS(DenseDetector):
                  score_thresh:float=0.2,  # detections score above it
                  nms_thresh:float=0.6,    # the IoU of class-wise NMS
                  topk:int=1000,           # candidates per level and image before NMS
-                 max_detections:int=100): # the most detections per image
+                 max_detections:int=100,  # the most detections per image
+                 prior_strides:str='level'): # points `level_steps` apart: `'torchvision'` for torchvision's weights
         super().__init__(backbone, neck, head, vocab)
-        self.offset, self.center_radius = offset, center_radius
+        self.offset, self.center_radius, self.prior_strides = offset, center_radius, check_prior_strides(prior_strides)
         (self.score_thresh, self.nms_thresh,
          self.topk, self.max_detections) = score_thresh, nms_thresh, topk, max_detections
         bounds = (scale_ranges(self.strides, *ranges) if level_bounds is None
@@ -164,7 +166,8 @@ class FCOS(DenseDetector):
 
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "The points `[N, 3]` (`x, y, stride`) of every level."
-        return fcos_points(feature_sizes, self.strides, self.offset, device, dtype)
+        steps = level_steps(image_size, feature_sizes, self.strides, self.prior_strides)
+        return fcos_points(feature_sizes, self.strides, self.offset, device, dtype, steps)
 
     def assign(self, outputs:dict, gt_boxes:torch.Tensor, gt_mask:torch.Tensor) -> torch.Tensor:
         "`[B, N]` index of the padded ground-truth box each point learns, -1 for background (`assign_fcos`)."
@@ -235,9 +238,11 @@ def fcos_from_torchvision(source,     # a torchvision `fcos_resnet50_fpn`: the m
     vocab = _coco_names() if vocab is None else list(vocab)
     if len(vocab) != num_classes:
         raise PretrainedWeightsError(file, f'the weights predict {num_classes} classes but the vocab has {len(vocab)}',
-                                     fix=f'Pass vocab= with the {num_classes} class names the weights were trained on')
+                                     fix=f'Pass vocab= with the {num_classes} class names the weights were trained on; '
+                                         "for other classes, det_learner(dls, 'fcos', weights=file) transfers them")
     num_convs = len({k.split('.')[3] for k in state_dict if k.startswith('head.classification_head.conv.')})
     kwargs.setdefault('frozen_bn', not any(k.endswith('num_batches_tracked') for k in state_dict))
+    kwargs.setdefault('prior_strides', 'torchvision')   # the weights' own positions, at every input size
     model = fcos(vocab, 'resnet50', channels=len(state_dict['neck.layer_blocks.0.0.bias']), num_convs=num_convs,
                  **kwargs)
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)

@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss, generalized_box_iou_loss
-from .core import (DenseDetector, conv_tower, predictor, flatten_levels, detector_pyramid,
-                               from_torchvision_keys, image_prior_weight)
-from ..models.backbone import read_state_dict
+from .core import (DenseDetector, check_prior_strides, conv_tower, predictor, flatten_levels,
+                               detector_pyramid, from_torchvision_keys, image_prior_weight, level_steps)
+from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'BACKGROUND', 'IGNORE', 'retinanet_anchor_sizes', 'anchor_shapes', 'grid_anchors', 'encode_boxes',
@@ -32,13 +32,13 @@ def anchor_shapes(sizes, aspect_ratios=(0.5, 1.0, 2.0)) -> torch.Tensor:
 
 def grid_anchors(shapes:torch.Tensor, # `[A, 4]` the anchors of one position, centred on 0 (`anchor_shapes`)
                  feature_size,        # the level's `(h, w)`
-                 stride:int,          # the level's stride, in input pixels
+                 stride,              # the level's stride in input pixels, or `(down, across)` steps (`level_steps`)
                  offset:float=0.,     # positions are `(i + offset) * stride`
                 ) -> torch.Tensor:    # `[h*w*A, 4]`: positions row-major, anchors innermost
     "The anchors of a level: `shapes` moved to every position."
-    h, w = feature_size
-    ys, xs = torch.meshgrid((torch.arange(h, dtype=torch.float32) + offset) * stride,
-                            (torch.arange(w, dtype=torch.float32) + offset) * stride, indexing='ij')
+    (h, w), (down, across) = feature_size, stride if isinstance(stride, (tuple, list)) else (stride, stride)
+    ys, xs = torch.meshgrid((torch.arange(h, dtype=torch.float32) + offset) * down,
+                            (torch.arange(w, dtype=torch.float32) + offset) * across, indexing='ij')
     shifts = torch.stack([xs, ys, xs, ys], -1).reshape(-1, 1, 4)
     return (shifts + shapes[None]).reshape(-1, 4)
 
@@ -129,7 +129,8 @@ class RetinaNet(DenseDetector):
                  nms_thresh:float=0.5,          # the IoU of class-wise NMS
                  topk:int=1000,                 # candidates per level and image before NMS
                  max_detections:int=300,        # the most detections per image
-                 anchor_offset:float=0.):       # anchors sit at `(i + anchor_offset) * stride`
+                 anchor_offset:float=0.,        # anchors sit at `(i + anchor_offset) * stride`
+                 prior_strides:str='level'):    # anchors `level_steps` apart: `'torchvision'` for torchvision's weights
         if box_loss not in ('l1', 'giou'): raise ValueError(f"box_loss must be 'l1' or 'giou', got {box_loss!r}")
         anchor_sizes = anchor_sizes or retinanet_anchor_sizes(levels=len(neck.strides))
         if len(anchor_sizes) != len(neck.strides):
@@ -139,14 +140,16 @@ class RetinaNet(DenseDetector):
         head = RetinaNetHead(neck.channels[0], len(shapes[0]), len(vocab), num_convs, head_norm)
         super().__init__(backbone, neck, head, vocab)
         self.anchor_shapes, self.anchor_offset = shapes, anchor_offset
+        self.prior_strides = check_prior_strides(prior_strides)
         self.fg_iou, self.bg_iou, self.box_loss = fg_iou, bg_iou, box_loss
         (self.score_thresh, self.nms_thresh,
          self.topk, self.max_detections) = score_thresh, nms_thresh, topk, max_detections
 
     def priors(self, image_size, feature_sizes, device, dtype) -> torch.Tensor:
         "The anchors `[N, 4]` of every level, finest first."
+        steps = level_steps(image_size, feature_sizes, self.strides, self.prior_strides)
         return torch.cat([grid_anchors(s, f, st, self.anchor_offset)
-                          for s, f, st in zip(self.anchor_shapes, feature_sizes, self.strides)]).to(device, dtype)
+                          for s, f, st in zip(self.anchor_shapes, feature_sizes, steps)]).to(device, dtype)
 
     def assign(self, outputs:dict,
                gt_boxes:torch.Tensor, # `[B, M, 4]` the padded ground-truth boxes
@@ -217,13 +220,28 @@ def retinanet_from_torchvision(source,        # a torchvision RetinaNet-ResNet50
                                **kwargs,
                               ) -> RetinaNet:
     "Our RetinaNet-ResNet50-FPN holding the weights of a torchvision one; `kwargs`: `retinanet`'s."
+    file = source if isinstance(source, (str, Path)) else 'the torchvision RetinaNet state dict'
     state_dict = (source.state_dict() if isinstance(source, nn.Module)
                   else read_state_dict(source) if isinstance(source, (str, Path)) else dict(source))
     state_dict = from_torchvision_keys(state_dict)
+    if 'head.classification_head.cls_logits.bias' not in state_dict:
+        raise PretrainedWeightsError(file, 'has no RetinaNet head (head.classification_head.cls_logits)',
+                                     fix='Pass the state dict of a torchvision retinanet_resnet50_fpn (or _v2)')
     num_classes = state_dict['head.classification_head.cls_logits.bias'].shape[0] // 9
     vocab = list(vocab) if vocab is not None else _coco_names()
     if len(vocab) != num_classes:
-        raise ValueError(f'the weights predict {num_classes} classes but vocab has {len(vocab)}')
+        raise PretrainedWeightsError(file, f'the weights predict {num_classes} classes but the vocab has {len(vocab)}',
+                                     fix=f'Pass vocab= with the {num_classes} class names the weights were trained on; '
+                                         "for other classes, det_learner(dls, 'retinanet', weights=file) transfers them")
+    kwargs.setdefault('frozen_bn', not any(k.endswith('num_batches_tracked') for k in state_dict))
+    kwargs.setdefault('prior_strides', 'torchvision')   # the weights' own anchors, at every input size
     model = retinanet(vocab, 'resnet50', version=version, **kwargs)
-    model.load_state_dict(state_dict)
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
+    if missing or unexpected or mismatched:
+        raise PretrainedWeightsError(
+            file, f'does not fit a RetinaNet-ResNet50-FPN v{version}: {len(missing)} missing keys {missing[:3]}, '
+                  f'{len(unexpected)} unexpected {unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}',
+            fix='Pass the state dict of a torchvision retinanet_resnet50_fpn, with version=2 for retinanet_resnet50_fpn_v2',
+            missing=missing, unexpected=unexpected, mismatched=mismatched)
+    model.load_state_dict(state_dict, strict=False)   # strict but for BatchNorm's num_batches_tracked counters
     return model
