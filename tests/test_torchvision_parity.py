@@ -15,9 +15,9 @@ BATCHES = [[(200, 250)], [(190, 300), (300, 160)], [(200, 250), (190, 300), (200
 BUILDERS = dict(fcos=fcos_resnet50_fpn, retinanet=retinanet_resnet50_fpn, retinanet_v2=retinanet_resnet50_fpn_v2)
 
 
-def converted(kind, theirs, **kwargs):
-    if kind == 'fcos': return fcos_from_torchvision(theirs, **kwargs)
-    return retinanet_from_torchvision(theirs, version=2 if kind.endswith('v2') else 1, **kwargs)
+def converted(kind, theirs):
+    if kind == 'fcos': return fcos_from_torchvision(theirs)
+    return retinanet_from_torchvision(theirs, version=2 if kind.endswith('v2') else 1)
 
 
 @pytest.fixture(scope='module', params=list(BUILDERS))

@@ -5,18 +5,20 @@
 # %% ../../nbs/20_det_core.ipynb #5b37a91e
 from __future__ import annotations
 import math
+from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.distributed as dist
 from torchvision.ops import batched_nms
-from ..models.backbone import Backbone, feature_stages
+from ..models.backbone import (Backbone, PretrainedWeightsError, compare_state_dicts, feature_stages,
+                                      read_state_dict)
 from ..models.necks import FPN, PAFPN
 
 # %% auto #0
 __all__ = ['PRIOR_STRIDES', 'BACKBONE_SETTINGS', 'NECK_SETTINGS', 'gn_groups', 'conv_tower', 'predictor', 'flatten_levels',
            'check_prior_strides', 'level_steps', 'pad_targets', 'check_labels', 'positive_pairs', 'batch_normalizer',
            'weighted_sum', 'image_prior_weight', 'at_most', 'top_candidates', 'clip_to_sizes', 'batched_detections',
-           'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys', 'detector_pyramid']
+           'Detector', 'DenseDetector', 'pyramid', 'from_torchvision_keys', 'torchvision_detector', 'detector_pyramid']
 
 # %% ../../nbs/20_det_core.ipynb #0d1aa16c
 def gn_groups(channels:int, # the width of the normalized layer
@@ -278,7 +280,7 @@ class DenseDetector(Detector):
     "Backbone, neck and a head shared by all levels; `forward` gives flat head outputs and that input size's priors."
     postprocess_settings = ('score_thresh', 'nms_thresh', 'topk', 'max_detections')
     graph_kind = 'detections'
-    prior_strides = 'level'   # how far apart a level's priors are (`level_steps`)
+    prior_strides = 'level'   # how far apart a level's priors are (`level_steps`); FCOS and RetinaNet take either rule
     def __init__(self, backbone:nn.Module, neck:nn.Module, head:nn.Module, vocab):
         super().__init__(vocab)
         self.backbone, self.neck, self.head = backbone, neck, head
@@ -397,6 +399,42 @@ def from_torchvision_keys(state_dict:dict) -> dict:
     "A torchvision detector's state dict, its FPN keys renamed to ours (`backbone.fpn.` -> `neck.`), the rest as is."
     return {('neck.' + k[len('backbone.fpn.'):] if k.startswith('backbone.fpn.') else k): v
             for k, v in state_dict.items()}
+
+# %% ../../nbs/20_det_core.ipynb #c0ffee02
+_CLASS_LOGITS = 'head.classification_head.cls_logits.bias'
+
+def torchvision_detector(source,             # a torchvision detector: the model, its state dict or a local file
+                         vocab,              # the class names the weights predict
+                         build,              # `build(vocab, state_dict, **kwargs)`: our detector for the renamed state
+                         what:str,           # the model as errors name it, e.g. `'an FCOS-ResNet50-FPN'`
+                         fix:str,            # what to pass instead, e.g. `'the state dict of a torchvision fcos_resnet50_fpn'`
+                         rename=from_torchvision_keys, # torchvision's keys to ours
+                         per_location:int=1, # class blocks of the classifier per location (anchors)
+                         **kwargs,           # `build`'s
+                        ) -> Detector:
+    "Our detector holding every tensor of a torchvision detector's weights, or a `PretrainedWeightsError` naming the misfits."
+    file = source if isinstance(source, (str, Path)) else 'the torchvision state dict'
+    state_dict = rename(source.state_dict() if isinstance(source, nn.Module)
+                        else read_state_dict(source) if isinstance(source, (str, Path)) else dict(source))
+    if _CLASS_LOGITS not in state_dict:
+        raise PretrainedWeightsError(file, f'has no classifier of {what} (head.classification_head.cls_logits)',
+                                     fix=f'Pass {fix}')
+    num_classes = len(state_dict[_CLASS_LOGITS]) // per_location
+    if len(vocab) != num_classes:
+        raise PretrainedWeightsError(file, f'the weights predict {num_classes} classes but the vocab has {len(vocab)}',
+                                     fix=f'Pass vocab= with the {num_classes} class names the weights were trained on; '
+                                         'for other classes, det_learner(dls, arch, weights=file) transfers them')
+    kwargs.setdefault('frozen_bn', not any(k.endswith('num_batches_tracked') for k in state_dict))
+    kwargs.setdefault('prior_strides', 'torchvision')   # the weights' own prior positions, at every input size
+    model = build(list(vocab), state_dict, **kwargs)
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
+    if missing or unexpected or mismatched:
+        raise PretrainedWeightsError(
+            file, f'does not fit {what}: {len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected '
+                  f'{unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}',
+            fix=f'Pass {fix}', missing=missing, unexpected=unexpected, mismatched=mismatched)
+    model.load_state_dict(state_dict, strict=False)   # strict but for BatchNorm's num_batches_tracked counters
+    return model
 
 # %% ../../nbs/20_det_core.ipynb #a3ac41d8
 BACKBONE_SETTINGS = dict(out_indices=3, frozen_stages=-1, frozen_bn=False, norm_eval=False, backbone_kwargs=None)

@@ -5,16 +5,15 @@
 # %% ../../nbs/22_det_fcos.ipynb #efa6f82b
 from __future__ import annotations
 import math
-from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.meta import delegates
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 from .core import (DenseDetector, conv_tower, flatten_levels, from_torchvision_keys, predictor,
-                               check_prior_strides, detector_pyramid, level_steps, weighted_sum)
+                               check_prior_strides, detector_pyramid, level_steps, torchvision_detector,
+                               weighted_sum)
 from .heads import class_targets, gather_positives
-from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
 
 # %% auto #0
 __all__ = ['fcos_points', 'ltrb_distances', 'scale_ranges', 'assign_fcos', 'fcos_encode', 'fcos_decode', 'centerness',
@@ -225,32 +224,10 @@ def fcos_from_torchvision(source,     # a torchvision `fcos_resnet50_fpn`: the m
                           vocab=None, # the class names (None: torchvision's COCO names)
                           **kwargs,
                          ) -> FCOS:
-    "Our FCOS holding the weights of a torchvision `fcos_resnet50_fpn`; `kwargs`: `fcos`'s."
-    file = source if isinstance(source, (str, Path)) else 'the torchvision FCOS state dict'
-    state_dict = (source.state_dict() if isinstance(source, nn.Module)
-                  else read_state_dict(source) if isinstance(source, (str, Path))
-                  else dict(source))
-    state_dict = fcos_torchvision_keys(state_dict)
-    if 'head.classification_head.cls_logits.bias' not in state_dict:
-        raise PretrainedWeightsError(file, 'has no FCOS head (head.classification_head.cls_logits)',
-                                     fix='Pass the state dict of a torchvision fcos_resnet50_fpn')
-    num_classes = len(state_dict['head.classification_head.cls_logits.bias'])
-    vocab = _coco_names() if vocab is None else list(vocab)
-    if len(vocab) != num_classes:
-        raise PretrainedWeightsError(file, f'the weights predict {num_classes} classes but the vocab has {len(vocab)}',
-                                     fix=f'Pass vocab= with the {num_classes} class names the weights were trained on; '
-                                         "for other classes, det_learner(dls, 'fcos', weights=file) transfers them")
-    num_convs = len({k.split('.')[3] for k in state_dict if k.startswith('head.classification_head.conv.')})
-    kwargs.setdefault('frozen_bn', not any(k.endswith('num_batches_tracked') for k in state_dict))
-    kwargs.setdefault('prior_strides', 'torchvision')   # the weights' own positions, at every input size
-    model = fcos(vocab, 'resnet50', channels=len(state_dict['neck.layer_blocks.0.0.bias']), num_convs=num_convs,
-                 **kwargs)
-    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
-    if missing or unexpected or mismatched:
-        raise PretrainedWeightsError(
-            file, f'does not fit an FCOS-ResNet50-FPN: {len(missing)} missing keys {missing[:3]}, '
-                  f'{len(unexpected)} unexpected {unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}',
-            fix='Pass the state dict of a torchvision fcos_resnet50_fpn', missing=missing, unexpected=unexpected,
-            mismatched=mismatched)
-    model.load_state_dict(state_dict, strict=False)   # strict but for BatchNorm's num_batches_tracked counters
-    return model
+    "Our FCOS holding the weights of a torchvision `fcos_resnet50_fpn` (`torchvision_detector`); `kwargs`: `fcos`'s."
+    def build(vocab, state_dict, **kwargs):   # the widths and depth the weights have
+        num_convs = len({k.split('.')[3] for k in state_dict if k.startswith('head.classification_head.conv.')})
+        return fcos(vocab, 'resnet50', channels=len(state_dict['neck.layer_blocks.0.0.bias']), num_convs=num_convs,
+                    **kwargs)
+    return torchvision_detector(source, _coco_names() if vocab is None else vocab, build, 'an FCOS-ResNet50-FPN',
+                                'the state dict of a torchvision fcos_resnet50_fpn', fcos_torchvision_keys, **kwargs)

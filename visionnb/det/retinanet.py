@@ -5,14 +5,13 @@
 # %% ../../nbs/21_det_retinanet.ipynb #74add6d3
 from __future__ import annotations
 import math
-from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss, generalized_box_iou_loss
 from .core import (DenseDetector, check_prior_strides, conv_tower, predictor, flatten_levels,
-                               detector_pyramid, from_torchvision_keys, image_prior_weight, level_steps)
-from ..models.backbone import PretrainedWeightsError, compare_state_dicts, read_state_dict
+                               detector_pyramid, from_torchvision_keys, image_prior_weight, level_steps,
+                               torchvision_detector)
 
 # %% auto #0
 __all__ = ['BBOX_XFORM_CLIP', 'BACKGROUND', 'IGNORE', 'retinanet_anchor_sizes', 'anchor_shapes', 'grid_anchors', 'encode_boxes',
@@ -219,29 +218,9 @@ def retinanet_from_torchvision(source,        # a torchvision RetinaNet-ResNet50
                                version:int=1, # as torchvision's v1 or v2
                                **kwargs,
                               ) -> RetinaNet:
-    "Our RetinaNet-ResNet50-FPN holding the weights of a torchvision one; `kwargs`: `retinanet`'s."
-    file = source if isinstance(source, (str, Path)) else 'the torchvision RetinaNet state dict'
-    state_dict = (source.state_dict() if isinstance(source, nn.Module)
-                  else read_state_dict(source) if isinstance(source, (str, Path)) else dict(source))
-    state_dict = from_torchvision_keys(state_dict)
-    if 'head.classification_head.cls_logits.bias' not in state_dict:
-        raise PretrainedWeightsError(file, 'has no RetinaNet head (head.classification_head.cls_logits)',
-                                     fix='Pass the state dict of a torchvision retinanet_resnet50_fpn (or _v2)')
-    num_classes = state_dict['head.classification_head.cls_logits.bias'].shape[0] // 9
-    vocab = list(vocab) if vocab is not None else _coco_names()
-    if len(vocab) != num_classes:
-        raise PretrainedWeightsError(file, f'the weights predict {num_classes} classes but the vocab has {len(vocab)}',
-                                     fix=f'Pass vocab= with the {num_classes} class names the weights were trained on; '
-                                         "for other classes, det_learner(dls, 'retinanet', weights=file) transfers them")
-    kwargs.setdefault('frozen_bn', not any(k.endswith('num_batches_tracked') for k in state_dict))
-    kwargs.setdefault('prior_strides', 'torchvision')   # the weights' own anchors, at every input size
-    model = retinanet(vocab, 'resnet50', version=version, **kwargs)
-    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state_dict)
-    if missing or unexpected or mismatched:
-        raise PretrainedWeightsError(
-            file, f'does not fit a RetinaNet-ResNet50-FPN v{version}: {len(missing)} missing keys {missing[:3]}, '
-                  f'{len(unexpected)} unexpected {unexpected[:3]}, {len(mismatched)} shape mismatches {mismatched[:3]}',
-            fix='Pass the state dict of a torchvision retinanet_resnet50_fpn, with version=2 for retinanet_resnet50_fpn_v2',
-            missing=missing, unexpected=unexpected, mismatched=mismatched)
-    model.load_state_dict(state_dict, strict=False)   # strict but for BatchNorm's num_batches_tracked counters
-    return model
+    "Our RetinaNet-ResNet50-FPN holding the weights of a torchvision one (`torchvision_detector`); `kwargs`: `retinanet`'s."
+    name = 'retinanet_resnet50_fpn' + ('_v2' if version == 2 else '')
+    return torchvision_detector(source, _coco_names() if vocab is None else vocab,
+                                lambda vocab, _, **kw: retinanet(vocab, 'resnet50', version=version, **kw),
+                                f'a RetinaNet-ResNet50-FPN v{version}', f'the state dict of a torchvision {name}',
+                                per_location=9, **kwargs)
